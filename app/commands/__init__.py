@@ -1,0 +1,1 @@
+"""Command-line subcommands that compose several core packages (ask, serve-api, builtin)."""

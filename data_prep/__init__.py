@@ -1,0 +1,1 @@
+"""data_prep: DICOM, series, slides, de-identification, synthetic studies and datasets."""

@@ -1,0 +1,1 @@
+"""Synthetic radiology and pathology studies with ground truth (phantoms)."""

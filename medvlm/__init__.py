@@ -1,0 +1,1 @@
+"""medvlm: load local medical VLM checkpoints, adapters, grounded and safe generation, backends."""

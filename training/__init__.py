@@ -1,0 +1,1 @@
+"""training: recipes (setup / train / cleanup), the built-in model and the evaluation harness."""
