@@ -27,8 +27,13 @@ setup: $(VENV)/.installed
 assets: setup
 	$(VENV)/bin/medvlm builtin prepare
 
+# The main job, for now: the CLI answers a question about a real bundled chest radiograph
+# (pydicom-data's RG1_UNCR.dcm) with the built-in model.
+BUNDLED_STUDY = $$($(PY) -c 'from pydicom.data import get_testdata_file; print(get_testdata_file("RG1_UNCR.dcm"))')
+QUESTION ?= Is there a pleural effusion?
+
 run: assets
-	$(VENV)/bin/medvlm ask --bundled-chest-xray "Is there a pleural effusion?"
+	$(VENV)/bin/medvlm ask "$(BUNDLED_STUDY)" "$(QUESTION)"
 
 lint: setup
 	$(VENV)/bin/ruff check .
