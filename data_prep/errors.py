@@ -1,0 +1,84 @@
+"""The typed error hierarchy of ``data_prep``.
+
+Every failure while reading an input is an :class:`IngestError` subclass that names the step and
+the input (by file name only, never by a DICOM value). Messages are written so that the first
+sentence can be shown to a person as-is; :func:`one_sentence` makes that sentence at the
+CLI/report boundary. De-identification failures are :class:`DeidError` and always mean the
+output was not written (fail closed).
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class IngestError(Exception):
+    """Base class: an input could not be turned into images or metadata."""
+
+
+class NotDicomError(IngestError):
+    """The file is not DICOM (no preamble/prefix and no parseable data set)."""
+
+
+class EmptyInputError(IngestError):
+    """The file or archive holds no data."""
+
+
+class MissingAttributeError(IngestError):
+    """A DICOM attribute needed to decode the image is missing or invalid."""
+
+
+class PixelDataError(IngestError):
+    """Pixel data is truncated, inconsistent with Rows/Columns, or fails to decompress."""
+
+
+class UnsupportedFormatError(IngestError):
+    """The transfer syntax, codec or file type is not supported."""
+
+
+class LimitExceededError(IngestError):
+    """An input is over a configured limit (bytes, pixels, frames, archive members)."""
+
+
+class UnsafeArchiveError(IngestError):
+    """An archive member has an absolute or ``..`` path, is a link, or is a compression bomb."""
+
+
+class SeriesError(IngestError):
+    """Slices cannot be assembled into a volume."""
+
+
+class SlideError(IngestError):
+    """A whole-slide image cannot be opened or read."""
+
+
+class DeidError(IngestError):
+    """A data set could not be de-identified; nothing was written for it."""
+
+
+class PseudonymKeyError(Exception):
+    """The pseudonymisation key is missing, too short, or cannot be stored."""
+
+
+_TRACE_LIKE = re.compile(r"\s+")
+
+
+def one_sentence(error: BaseException) -> str:
+    """Turn an error into one plain sentence for people (no traceback, no class path).
+
+    Args:
+        error: any exception; :class:`IngestError` messages are used as written.
+
+    Returns:
+        A single sentence ending with a full stop, at most 300 characters.
+    """
+    text = str(error).strip() or type(error).__name__
+    text = _TRACE_LIKE.sub(" ", text)
+    if not isinstance(error, IngestError):
+        text = f"unexpected {type(error).__name__}: {text}"
+    if len(text) > 300:
+        text = text[:297].rstrip() + "..."
+    text = text[0].upper() + text[1:]
+    if not text.endswith((".", "!", "?")):
+        text += "."
+    return text
