@@ -1,0 +1,112 @@
+"""Write synthetic studies as real DICOM files (pydicom).
+
+Radiographs are written as CR or DX, MONOCHROME1 or MONOCHROME2, 12 bits stored in 16, with
+PixelSpacing, ViewPosition PA and PatientOrientation ``L\\F`` (rows run towards the patient's
+left, columns towards the feet: the PA convention the renderer draws). All identifiers are
+synthetic (``PHANTOM^<patient id>``) and every UID is derived from the seed and study id, so the
+files are reproducible. Labels are not stored in the file: they live in the JSONL records keyed
+by ``study_id``, which is also the file stem and the ``AccessionNumber``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pydicom.dataset import FileDataset
+    from pydicom.uid import UID
+
+    from data_prep.phantoms.generate import Sample
+
+BASE_DATE = dt.date(2020, 1, 1)
+
+
+def _uid(*parts: object) -> UID:
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[str(p) for p in parts])
+
+
+def _base_dataset(path: Path, sop_class: str, sop_uid: UID) -> FileDataset:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import UID, ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    return ds
+
+
+def write_cxr_dicom(path: Path, sample: Sample, *, seed: int) -> Path:
+    """Write one radiograph as a DICOM file.
+
+    The modality (CR or DX) and photometric interpretation (MONOCHROME1 or MONOCHROME2) are
+    drawn from the seed and study index, so a dataset holds both.
+
+    Args:
+        path: output file.
+        sample: the generated study (``pixels`` in [0, 1], MONOCHROME2 meaning).
+        seed: dataset seed (for UIDs and the acquisition variety).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OSError: if the file cannot be written.
+    """
+    spec = sample.spec
+    rng = np.random.default_rng([seed, 7, int(spec.study_id.rsplit("-", 1)[1])])
+    modality = "CR" if rng.uniform() < 0.5 else "DX"
+    photometric = "MONOCHROME1" if rng.uniform() < 0.5 else "MONOCHROME2"
+    sop_class = "1.2.840.10008.5.1.4.1.1.1" if modality == "CR" else "1.2.840.10008.5.1.4.1.1.1.1"
+    ds = _base_dataset(path, sop_class, _uid(seed, spec.study_id, "sop"))
+    day = BASE_DATE + dt.timedelta(days=int(rng.integers(0, 1500)))
+    ds.PatientName = f"PHANTOM^{spec.patient_id}"
+    ds.PatientID = spec.patient_id
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = _uid(seed, spec.study_id, "study")
+    ds.SeriesInstanceUID = _uid(seed, spec.study_id, "series")
+    ds.StudyID = spec.study_id[-6:]
+    ds.AccessionNumber = spec.study_id
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = day.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+    ds.Modality = modality
+    ds.Manufacturer = "medvlm phantoms"
+    ds.StudyDescription = "CHEST PA (SYNTHETIC PHANTOM)"
+    ds.SeriesDescription = "PA"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = "PA"
+    ds.PatientOrientation = ["L", "F"]
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    if modality == "DX":
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    size = sample.pixels.shape[0]
+    spacing = 450.0 / size
+    ds.PixelSpacing = [f"{spacing:.4f}", f"{spacing:.4f}"]
+    if modality == "DX":
+        ds.ImagerPixelSpacing = ds.PixelSpacing
+    values = np.round(np.clip(sample.pixels, 0.0, 1.0) * 4095.0).astype(np.uint16)
+    if photometric == "MONOCHROME1":
+        values = (4095 - values).astype(np.uint16)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.Rows, ds.Columns = values.shape
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.WindowCenter = "2048"
+    ds.WindowWidth = "4096"
+    ds.PixelData = values.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
