@@ -6,7 +6,14 @@ Llava folder under ``$MEDVLM_HOME`` (default ``~/.cache/medvlm``). Importing thi
 torch and transformers are imported only when something is built.
 """
 
-from medvlm.builtin.assemble import IMAGE_TOKEN, PartsSpec, build_llava, build_processor, extract_parts
+from medvlm.builtin.assemble import (
+    IMAGE_TOKEN,
+    PartsSpec,
+    build_image_processor,
+    build_llava,
+    build_processor,
+    extract_parts,
+)
 from medvlm.builtin.errors import BuiltinError
 from medvlm.builtin.prepare import BuiltinModel, default_home, default_weights_dir, prepare, prepare_lm
 
@@ -15,6 +22,7 @@ __all__ = [
     "BuiltinError",
     "BuiltinModel",
     "PartsSpec",
+    "build_image_processor",
     "build_llava",
     "build_processor",
     "default_home",

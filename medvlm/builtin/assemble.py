@@ -110,6 +110,28 @@ class PartsSpec:
             raise BuiltinError(f"reading {path.name}: {e}") from e
 
 
+def build_image_processor(spec: PartsSpec) -> Any:
+    """The ``CLIPImageProcessor`` of the built-in model (resize, centre crop, RGB, normalise).
+
+    Args:
+        spec: structure of the trained parts (image size, normalisation).
+
+    Returns:
+        The image processor; ``(images, return_tensors="pt")["pixel_values"]`` is ``(B, 3, S, S)``.
+    """
+    from transformers import CLIPImageProcessor
+
+    size = spec.image_size
+    return CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        do_center_crop=True,
+        do_convert_rgb=True,
+        image_mean=list(spec.image_mean),
+        image_std=list(spec.image_std),
+    )
+
+
 def build_processor(lm_dir: Path, spec: PartsSpec) -> LlavaProcessor:
     """Build the ``LlavaProcessor``: SmolLM2 tokenizer plus ``<image>``, CLIP image processor, template.
 
@@ -120,22 +142,13 @@ def build_processor(lm_dir: Path, spec: PartsSpec) -> LlavaProcessor:
     Returns:
         The processor; ``processor.tokenizer.convert_tokens_to_ids("<image>")`` is the image token id.
     """
-    from transformers import AutoTokenizer, CLIPImageProcessor, LlavaProcessor
+    from transformers import AutoTokenizer, LlavaProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(str(lm_dir))
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     tokenizer.padding_side = "left"
-    size = spec.image_size
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": size},
-        crop_size={"height": size, "width": size},
-        do_center_crop=True,
-        do_convert_rgb=True,
-        image_mean=list(spec.image_mean),
-        image_std=list(spec.image_std),
-    )
     return LlavaProcessor(
-        image_processor=image_processor,
+        image_processor=build_image_processor(spec),
         tokenizer=tokenizer,
         patch_size=int(spec.vision_config["patch_size"]),
         vision_feature_select_strategy="default",

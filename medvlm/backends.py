@@ -1,0 +1,200 @@
+"""The backend interface and its in-process (transformers) implementation.
+
+A backend turns rendered-neutral ``ChatPrompt``s into ``Generation``s. Two implementations share
+the ``Backend`` protocol: ``InProcessBackend`` here, and ``medvlm.http_backend.HTTPBackend`` for
+an OpenAI-compatible server (vLLM, SGLang, or ``medvlm serve-api``). Safety, ablation and
+abstention live above the backends, in ``medvlm.assistant``, so every backend gets them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from medvlm.grounding import (
+    ContrastiveLogitsProcessor,
+    UnconditionedScorer,
+    yes_no_probs,
+    yes_no_token_ids,
+)
+from medvlm.loading import LoadedModel
+from medvlm.processing import ChatPrompt, without_images
+from medvlm.schema import Generation, GenerationSettings, ModelInfo
+
+logger = logging.getLogger(__name__)
+
+YES_NO_LOOKAHEAD = 3  # the yes/no step is the first of the first 3 generated tokens that is yes or no
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the assistant needs from a model, wherever it runs."""
+
+    def info(self) -> ModelInfo:
+        """Model and adapter versions, family, and whether several images fit in one prompt."""
+        ...
+
+    def generate(
+        self, prompts: list[ChatPrompt], settings: GenerationSettings, yes_no: bool = False
+    ) -> list[Generation]:
+        """Answer a batch of prompts; with ``yes_no``, also return yes/no token probabilities."""
+        ...
+
+    def stream(self, prompt: ChatPrompt, settings: GenerationSettings) -> Iterator[str]:
+        """Yield the answer to one prompt as text chunks, as they are generated."""
+        ...
+
+
+class InProcessBackend:
+    """Generation with a model loaded in this process (``medvlm.load``).
+
+    Calls are serialised with a lock: one model generates one batch at a time.
+
+    Args:
+        loaded: the loaded model and processor.
+    """
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self._lock = threading.Lock()
+        self._yes_no_ids = yes_no_token_ids(loaded.processor.tokenizer)
+
+    def info(self) -> ModelInfo:
+        """Versions of the model and active adapter (they change on switch / merge)."""
+        return ModelInfo(
+            model_version=self.loaded.model_version,
+            adapter_version=self.loaded.adapter_version,
+            family=self.loaded.family,
+            multi_image=self.loaded.multi_image,
+        )
+
+    def render(self, prompt: ChatPrompt) -> str:
+        """The prompt as text, through the model's own chat template."""
+        text: str = self.loaded.processor.apply_chat_template(
+            prompt.messages, add_generation_prompt=True, tokenize=False
+        )
+        return text
+
+    def encode(self, prompts: list[ChatPrompt]) -> Any:
+        """Processor inputs for a batch (left-padded), on the model's device.
+
+        Args:
+            prompts: prompts that all have images, or all have none.
+
+        Returns:
+            A ``BatchFeature`` with ``input_ids`` (batch, seq), ``attention_mask`` and the
+            family's pixel inputs.
+        """
+        texts = [self.render(p) for p in prompts]
+        processor = self.loaded.processor
+        if any(p.images for p in prompts):
+            inputs = processor(
+                text=texts, images=[p.images for p in prompts], return_tensors="pt", padding=True
+            )
+        else:
+            inputs = processor.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = inputs.to(self.loaded.device)
+        for key, value in inputs.items():
+            if torch.is_floating_point(value):
+                inputs[key] = value.to(self.loaded.model.dtype)
+        return inputs
+
+    def _generate_kwargs(
+        self, prompts: list[ChatPrompt], inputs: Any, settings: GenerationSettings
+    ) -> dict[str, Any]:
+        tokenizer = self.loaded.processor.tokenizer
+        kwargs: dict[str, Any] = {
+            **inputs,
+            "max_new_tokens": settings.max_new_tokens,
+            "do_sample": settings.temperature > 0,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+        if settings.temperature > 0:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if settings.contrastive_alpha > 0:
+            plain = self.encode([without_images(p) for p in prompts])
+            scorer = UnconditionedScorer(self.loaded.model, plain["input_ids"], plain["attention_mask"])
+            processor = ContrastiveLogitsProcessor(
+                scorer, inputs["input_ids"].shape[1], settings.contrastive_alpha, settings.contrastive_beta
+            )
+            kwargs["logits_processor"] = [processor]
+        return kwargs
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[ChatPrompt], settings: GenerationSettings, yes_no: bool = False
+    ) -> list[Generation]:
+        """Generate answers for a batch of prompts.
+
+        Args:
+            prompts: the prompts (batched together, left-padded).
+            settings: decoding settings; ``contrastive_alpha > 0`` adds visual contrastive decoding.
+            yes_no: also return the yes/no probability mass at the answer step.
+
+        Returns:
+            One ``Generation`` per prompt, in order.
+        """
+        with self._lock:
+            inputs = self.encode(prompts)
+            kwargs = self._generate_kwargs(prompts, inputs, settings)
+            torch.manual_seed(settings.seed)
+            out = self.loaded.model.generate(**kwargs, return_dict_in_generate=True, output_logits=yes_no)
+        prompt_len = inputs["input_ids"].shape[1]
+        new_tokens = out.sequences[:, prompt_len:]
+        texts = self.loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        results = []
+        for row, text in enumerate(texts):
+            yes = no = None
+            if yes_no and out.logits:
+                step = self._yes_no_step(new_tokens[row])
+                yes, no = yes_no_probs(out.logits[step][row], *self._yes_no_ids)
+            results.append(Generation(text=text.strip(), yes_prob=yes, no_prob=no))
+        return results
+
+    def _yes_no_step(self, tokens: torch.Tensor) -> int:
+        wanted = set(self._yes_no_ids[0]) | set(self._yes_no_ids[1])
+        for step, token in enumerate(tokens[:YES_NO_LOOKAHEAD].tolist()):
+            if token in wanted:
+                return step
+        return 0
+
+    def stream(self, prompt: ChatPrompt, settings: GenerationSettings) -> Iterator[str]:
+        """Yield text chunks of the answer as they are decoded (``TextIteratorStreamer``).
+
+        Args:
+            prompt: one prompt.
+            settings: decoding settings.
+
+        Yields:
+            Decoded text pieces; their concatenation is the greedy answer of ``generate``.
+        """
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(
+            self.loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
+        )
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._lock, torch.no_grad():
+                    inputs = self.encode([prompt])
+                    kwargs = self._generate_kwargs([prompt], inputs, settings)
+                    torch.manual_seed(settings.seed)
+                    self.loaded.model.generate(**kwargs, streamer=streamer)
+            except Exception as e:  # surfaced to the consumer below
+                errors.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=run, name="medvlm-generate", daemon=True)
+        thread.start()
+        yield from streamer
+        thread.join()
+        if errors:
+            raise errors[0]
