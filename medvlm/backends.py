@@ -127,6 +127,14 @@ class InProcessBackend:
         return kwargs
 
     @torch.no_grad()
+    def _run(self, prompts: list[ChatPrompt], settings: GenerationSettings, logits: bool) -> tuple[Any, Any]:
+        with self._lock:
+            inputs = self.encode(prompts)
+            kwargs = self._generate_kwargs(prompts, inputs, settings)
+            torch.manual_seed(settings.seed)
+            out = self.loaded.model.generate(**kwargs, return_dict_in_generate=True, output_logits=logits)
+        return out.sequences[:, inputs["input_ids"].shape[1] :], out.logits
+
     def generate(
         self, prompts: list[ChatPrompt], settings: GenerationSettings, yes_no: bool = False
     ) -> list[Generation]:
@@ -135,27 +143,56 @@ class InProcessBackend:
         Args:
             prompts: the prompts (batched together, left-padded).
             settings: decoding settings; ``contrastive_alpha > 0`` adds visual contrastive decoding.
-            yes_no: also return the yes/no probability mass at the answer step.
+            yes_no: also return the yes/no probability mass at the answer step (from the logits
+                with the image, before contrastive decoding).
 
         Returns:
             One ``Generation`` per prompt, in order.
         """
-        with self._lock:
-            inputs = self.encode(prompts)
-            kwargs = self._generate_kwargs(prompts, inputs, settings)
-            torch.manual_seed(settings.seed)
-            out = self.loaded.model.generate(**kwargs, return_dict_in_generate=True, output_logits=yes_no)
-        prompt_len = inputs["input_ids"].shape[1]
-        new_tokens = out.sequences[:, prompt_len:]
+        new_tokens, step_logits = self._run(prompts, settings, yes_no)
         texts = self.loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)
         results = []
         for row, text in enumerate(texts):
             yes = no = None
-            if yes_no and out.logits:
+            if yes_no and step_logits:
                 step = self._yes_no_step(new_tokens[row])
-                yes, no = yes_no_probs(out.logits[step][row], *self._yes_no_ids)
+                yes, no = yes_no_probs(step_logits[step][row], *self._yes_no_ids)
             results.append(Generation(text=text.strip(), yes_prob=yes, no_prob=no))
         return results
+
+    def generate_with_logprobs(
+        self, prompt: ChatPrompt, settings: GenerationSettings, top: int
+    ) -> tuple[Generation, list[dict[str, Any]]]:
+        """Generate one answer and the OpenAI-style ``logprobs.content`` list of its tokens.
+
+        Args:
+            prompt: the prompt.
+            settings: decoding settings.
+            top: how many alternatives per token (``top_logprobs``).
+
+        Returns:
+            The generation and, per generated token, ``{"token", "logprob", "top_logprobs"}``.
+        """
+        new_tokens, step_logits = self._run([prompt], settings, True)
+        tokenizer = self.loaded.processor.tokenizer
+        content = []
+        for step, token in enumerate(new_tokens[0].tolist()):
+            if token == tokenizer.pad_token_id and step > 0:
+                break
+            logp = step_logits[step][0].float().log_softmax(-1)
+            values, ids = logp.topk(top)
+            content.append(
+                {
+                    "token": tokenizer.decode([token]),
+                    "logprob": float(logp[token]),
+                    "top_logprobs": [
+                        {"token": tokenizer.decode([i]), "logprob": float(v)}
+                        for v, i in zip(values.tolist(), ids.tolist(), strict=True)
+                    ],
+                }
+            )
+        text = self.loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)[0].strip()
+        return Generation(text=text), content
 
     def _yes_no_step(self, tokens: torch.Tensor) -> int:
         wanted = set(self._yes_no_ids[0]) | set(self._yes_no_ids[1])
