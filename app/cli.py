@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="medvlm",
-        description="On-premise clinical vision-language assistant (research software, not for clinical use).",
+        description=(
+            "On-premise clinical vision-language assistant (research software, not for clinical use)."
+        ),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
