@@ -249,6 +249,10 @@ def decode_frame(ds: Any, *, name: str, limits: IngestLimits, frame: int | None 
             raise UnsupportedFormatError(f"{name} uses {ts_name}, which no installed decoder supports") from e
         if isinstance(e, AttributeError | KeyError):
             raise MissingAttributeError(f"{name} lacks an attribute needed to decode it ({_short(e)})") from e
+        if "Unable to decode" in text:
+            raise PixelDataError(
+                f"decoding the pixel data of {name} failed: the {ts_name} data is corrupt or invalid"
+            ) from e
         raise PixelDataError(f"decoding the pixel data of {name} ({ts_name}) failed: {_short(e)}") from e
     if arr.ndim == 3 and frames == 1 and arr.shape[-1] not in (3, 4):
         arr = arr[0]
@@ -408,8 +412,7 @@ def dicom_view(
     modality = str(ds.get("Modality", "") or "") or None
     body_part = str(ds.get("BodyPartExamined", "") or "") or None
     desc = (
-        f"DICOM {modality or '?'} {decoded.photometric or '?'}, "
-        f"frame {decoded.index + 1} of {decoded.frames}"
+        f"DICOM {modality or '?'} {decoded.photometric or '?'}, frame {decoded.index + 1} of {decoded.frames}"
     )
     if steps:
         desc += f", {steps}"

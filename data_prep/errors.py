@@ -78,7 +78,6 @@ def one_sentence(error: BaseException) -> str:
         text = f"unexpected {type(error).__name__}: {text}"
     if len(text) > 300:
         text = text[:297].rstrip() + "..."
-    text = text[0].upper() + text[1:]
     if not text.endswith((".", "!", "?")):
         text += "."
     return text

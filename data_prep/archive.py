@@ -1,0 +1,129 @@
+"""Safe reading of zip archives: members come out as bytes, or as a typed error per member.
+
+Rejected (as an error for that member, or for the whole archive): absolute names, ``..``
+components, drive letters and backslash paths, symbolic links, members whose declared or actual
+size is over :attr:`IngestLimits.max_file_bytes`, members whose compression ratio is over
+:attr:`IngestLimits.max_compression_ratio` (zip bombs), archives with more members or more total
+bytes than the limits. Nothing is ever extracted to a path taken from the archive.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from data_prep.errors import IngestError, LimitExceededError, UnsafeArchiveError
+from data_prep.types import IngestLimits
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    """One member: its name inside the archive, and its bytes or the reason it was refused."""
+
+    name: str
+    data: bytes | None
+    error: IngestError | None = None
+
+
+def unsafe_name_reason(name: str) -> str | None:
+    """Why a member name is unsafe, or None when it is a plain relative path."""
+    if not name or "\x00" in name:
+        return "has an empty or invalid name"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "has an absolute path"
+    if "\\" in name:
+        return "has a backslash in its path"
+    if ".." in PurePosixPath(name).parts:
+        return "has a '..' component in its path"
+    return None
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    mode = info.external_attr >> 16
+    return info.create_system == 3 and stat.S_ISLNK(mode)
+
+
+def iter_zip(path: Path, *, limits: IngestLimits) -> Iterator[ArchiveMember]:
+    """Yield the file members of a zip archive, refusing unsafe ones.
+
+    Args:
+        path: the archive.
+        limits: size caps.
+
+    Yields:
+        One :class:`ArchiveMember` per file member (directories are skipped), with ``data`` or
+        ``error`` set.
+
+    Raises:
+        UnsafeArchiveError: the archive as a whole is unreadable or over a limit.
+    """
+    name = path.name
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UnsafeArchiveError(f"{name} is not a readable zip archive") from e
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        if len(infos) > limits.max_archive_members:
+            raise UnsafeArchiveError(
+                f"{name} has {len(infos)} members, over the {limits.max_archive_members}-member limit"
+            )
+        declared = sum(i.file_size for i in infos)
+        if declared > limits.max_archive_bytes:
+            raise UnsafeArchiveError(
+                f"{name} would expand to {declared} bytes, over the {limits.max_archive_bytes}-byte limit"
+            )
+        total = 0
+        for info in infos:
+            member = info.filename
+            label = f"{name}!{member}"
+            reason = unsafe_name_reason(member)
+            if reason is not None:
+                yield ArchiveMember(member, None, UnsafeArchiveError(f"zip member {reason} and was skipped"))
+                continue
+            if _is_symlink(info):
+                yield ArchiveMember(
+                    member, None, UnsafeArchiveError(f"{label} is a symbolic link and was skipped")
+                )
+                continue
+            try:
+                data = _read_capped(zf, info, label, limits)
+            except IngestError as e:
+                yield ArchiveMember(member, None, e)
+                continue
+            total += len(data)
+            if total > limits.max_archive_bytes:
+                raise UnsafeArchiveError(f"{name} expands past the {limits.max_archive_bytes}-byte limit")
+            yield ArchiveMember(member, data)
+
+
+def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, limits: IngestLimits) -> bytes:
+    if info.file_size > limits.max_file_bytes:
+        raise LimitExceededError(
+            f"{label} is {info.file_size} bytes, over the {limits.max_file_bytes}-byte limit"
+        )
+    ratio_cap = limits.max_compression_ratio
+    if info.compress_size > 0 and info.file_size / info.compress_size > ratio_cap and info.file_size > _CHUNK:
+        raise UnsafeArchiveError(f"{label} has a compression ratio over {ratio_cap:g} (a possible zip bomb)")
+    out = bytearray()
+    cap = min(limits.max_file_bytes, max(info.file_size, 0) + _CHUNK)
+    try:
+        with zf.open(info) as fh:
+            while True:
+                chunk = fh.read(_CHUNK)
+                if not chunk:
+                    break
+                out += chunk
+                if len(out) > cap:
+                    raise UnsafeArchiveError(f"{label} expands past its declared size (a possible zip bomb)")
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:
+        raise UnsafeArchiveError(f"{label} could not be decompressed ({type(e).__name__})") from e
+    return bytes(out)
