@@ -5,7 +5,7 @@ Layout written by :func:`generate` (see docs/PHANTOMS.md)::
     DIR/manifest.json
     DIR/images/<study_id>.png            model-ready view (8-bit greyscale, size x size)
     DIR/dicom/<study_id>.dcm             unless --no-dicom
-    DIR/{train,val,test}/{captions,vqa,probes}.jsonl
+    DIR/{train,val,test}/{captions,vqa,probes,reports,report_errors}.jsonl
 
 Everything is a deterministic function of ``(n, seed, kinds, size)``: sample ``i`` draws from
 ``numpy.random.default_rng([seed, i])`` and patient ``p`` from ``default_rng([seed, 10**9 + p])``,
@@ -27,6 +27,8 @@ import numpy as np
 from data_prep.phantoms.catalogue import Catalogue, load_catalogue
 from data_prep.phantoms.cxr import CxrAnatomy, CxrRender, render_cxr, sample_anatomy, with_ctr
 from data_prep.phantoms.qa import QA, Balancer, caption, probe_pairs, questions
+from data_prep.phantoms.report_errors import InjectedError, error_json, error_record
+from data_prep.phantoms.reports import Report, write_report
 from data_prep.phantoms.spec import StudySpec, balance_attributes, sample_findings
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ GENERATOR_VERSION = "phantoms-0.1.0"
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 SUPPORTED_KINDS = ("cxr",)
+FILES = ("captions", "vqa", "probes", "reports", "report_errors")
 _PATIENT_OFFSET = 10**9
 
 
@@ -65,6 +68,8 @@ class Sample:
     probes: list[dict[str, Any]]
     render: CxrRender | None = None
     anatomy: CxrAnatomy | None = None
+    report: Report | None = None
+    report_error: InjectedError | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -135,6 +140,7 @@ def iter_samples(
     cat = catalogue or load_catalogue()
     balancers = {s: Balancer() for s in SPLITS}
     attr_counts: dict[str, Counter[tuple[str, str, str]]] = {s: Counter() for s in SPLITS}
+    error_counts: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     for i, (patient, split) in enumerate(_patient_plan(n, seed)):
         kind = kinds[i % len(kinds)]
         rng = np.random.default_rng([seed, i])
@@ -147,6 +153,7 @@ def iter_samples(
             if spec.get("cardiomegaly") is not None:
                 anatomy = with_ctr(anatomy, float(rng.uniform(0.56, 0.66)))
             render = render_cxr(anatomy, findings, size, rng)
+            report = write_report(spec, rng)
         except (ValueError, ArithmeticError) as e:
             raise PhantomError(f"rendering study {spec.study_id}: {e}") from e
         yield Sample(
@@ -158,6 +165,8 @@ def iter_samples(
             probes=probe_pairs(spec, cat, rng),
             render=render,
             anatomy=anatomy,
+            report=report,
+            report_error=error_record(report, rng, cat, error_counts[split]),
         )
 
 
@@ -196,7 +205,40 @@ def _records(sample: Sample, image: str) -> dict[str, list[dict[str, Any]]]:
         for j, qa in enumerate(sample.qas)
     ]
     probes = [{**p, "image": image, **common} for p in sample.probes]
-    return {"captions": captions, "vqa": vqa, "probes": probes}
+    out = {"captions": captions, "vqa": vqa, "probes": probes}
+    if sample.report is not None:
+        r = sample.report
+        out["reports"] = [
+            {
+                "id": sid,
+                "image": image,
+                **common,
+                "report": r.text,
+                "findings_text": r.findings_text,
+                "impression_text": r.impression_text,
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWrite the radiology report for this image."},
+                    {"from": "gpt", "value": r.text},
+                ],
+            }
+        ]
+    if sample.report is not None and sample.report_error is not None:
+        rec = error_json(sample.report_error, sample.report.text)
+        question = (
+            "<image>\nCompare this report with the image. Does the report contain an error? "
+            "Answer yes or no.\n\nReport:\n" + rec["report"]
+        )
+        answer = "yes" if rec["has_error"] else "no"
+        out["report_errors"] = [
+            {
+                "id": f"{sid}-e",
+                "image": image,
+                **common,
+                **rec,
+                "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+            }
+        ]
+    return out
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
@@ -241,7 +283,7 @@ def generate(
     try:
         for s in SPLITS:
             (out_dir / s).mkdir(exist_ok=True)
-            for name in ("captions", "vqa", "probes"):
+            for name in FILES:
                 handles[(s, name)] = (out_dir / s / f"{name}.jsonl").open("w", encoding="utf-8")
         for sample in iter_samples(n, seed, kinds, size):
             sid, s = sample.spec.study_id, sample.split
@@ -278,7 +320,7 @@ def generate(
         answer_counts={
             s: {t: dict(sorted(c.items())) for t, c in sorted(a.items())} for s, a in answers.items()
         },
-        files={s: [f"{s}/{name}.jsonl" for name in ("captions", "vqa", "probes")] for s in SPLITS},
+        files={s: [f"{s}/{name}.jsonl" for name in FILES] for s in SPLITS},
     )
     (out_dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
     logger.info("wrote %d studies to %s", n, out_dir)

@@ -1,0 +1,266 @@
+"""Radiology reports (FINDINGS and IMPRESSION) written from a chest radiograph's ground truth.
+
+Each sentence is kept with the finding it is about and its polarity, so error injection
+(:mod:`data_prep.phantoms.report_errors`) can change a report exactly and label the changed
+character spans. Phrasing varies by template so a model cannot learn one sentence per finding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_prep.phantoms.phrases import LOBES
+from data_prep.phantoms.spec import Finding, StudySpec
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence of a report, located in the report text.
+
+    Attributes:
+        start: offset of the first character in the report.
+        end: offset one past the last character.
+        finding: catalogue id the sentence is about, or None.
+        positive: True if it asserts the finding, False if it negates it, None if neither.
+        section: ``findings`` or ``impression``.
+    """
+
+    start: int
+    end: int
+    finding: str | None
+    positive: bool | None
+    section: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """Report text with its sentences."""
+
+    text: str
+    sentences: tuple[Sentence, ...]
+
+    @property
+    def findings_text(self) -> str:
+        """The FINDINGS section body."""
+        return self._section("findings")
+
+    @property
+    def impression_text(self) -> str:
+        """The IMPRESSION section body."""
+        return self._section("impression")
+
+    def _section(self, name: str) -> str:
+        parts = [self.text[s.start : s.end] for s in self.sentences if s.section == name]
+        return " ".join(parts)
+
+
+def _a(word: object) -> str:
+    """Indefinite article for ``word`` ("an 18 mm", "a 20 mm", "an endotracheal")."""
+    w = str(word)
+    vowel_sound = w[:1].lower() in "aeio" or (w.startswith(("8", "11", "18")) and not w.startswith("180"))
+    return "an" if vowel_sound else "a"
+
+
+def _pick(rng: np.random.Generator, options: list[str]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def positive_sentence(f: Finding, rng: np.random.Generator, *, short: bool = False) -> str:
+    """A sentence asserting ``f`` with its attributes.
+
+    Args:
+        f: the finding.
+        rng: random generator (phrasing).
+        short: impression style (terse).
+
+    Returns:
+        The sentence, ending with a full stop.
+    """
+    at = f.attributes
+    side = str(at.get("laterality", ""))
+    if f.id == "pleural_effusion":
+        noun = "pleural effusions" if side == "bilateral" else "pleural effusion"
+        if short:
+            return f"{str(at['severity']).capitalize()} {side} {noun}."
+        return (
+            _pick(
+                rng,
+                [
+                    f"There is a {at['severity']} {side} {noun}.",
+                    f"{str(at['severity']).capitalize()} {side} {noun} blunting the costophrenic angle.",
+                    f"A {at['severity']} {side} {noun} is present.",
+                ],
+            )
+            .replace("a small bilateral", "small bilateral")
+            .replace("a large bilateral", "large bilateral")
+        )
+    if f.id == "pneumothorax":
+        if short:
+            return f"{side.capitalize()} pneumothorax."
+        return _pick(
+            rng,
+            [
+                f"There is a {side} pneumothorax.",
+                f"A {side} pneumothorax is present with a visible pleural line.",
+            ],
+        )
+    if f.id in ("lung_nodule", "lung_mass"):
+        noun = "nodule" if f.id == "lung_nodule" else "mass"
+        if short:
+            return f"{at['size_mm']} mm {side} {at['zone']} zone {noun}."
+        return _pick(
+            rng,
+            [
+                f"{_a(at['size_mm']).capitalize()} {at['size_mm']} mm {noun} is seen"
+                f" in the {side} {at['zone']} zone.",
+                f"There is {_a(at['size_mm'])} {at['size_mm']} mm {noun} in the {side} {at['zone']} zone.",
+            ],
+        )
+    if f.id == "consolidation":
+        lobe = LOBES[str(at["lobe"])]
+        if short:
+            return f"{lobe.capitalize()} consolidation."
+        return _pick(
+            rng, [f"There is consolidation in the {lobe}.", f"Airspace consolidation in the {lobe}."]
+        )
+    if f.id == "atelectasis":
+        if short:
+            return f"{side.capitalize()} basal atelectasis."
+        return _pick(
+            rng, [f"Plate-like atelectasis at the {side} base.", f"There is {side} basal atelectasis."]
+        )
+    if f.id == "pulmonary_edema":
+        if short:
+            return "Pulmonary edema."
+        return _pick(
+            rng,
+            [
+                "Perihilar haziness and Kerley B lines consistent with pulmonary edema.",
+                "There is pulmonary edema.",
+            ],
+        )
+    if f.id == "cardiomegaly":
+        return "Cardiomegaly." if short else _pick(rng, ["The heart is enlarged.", "There is cardiomegaly."])
+    if f.id == "endotracheal_tube":
+        if short:
+            return "Endotracheal tube in place."
+        return _pick(
+            rng,
+            [
+                "An endotracheal tube terminates above the carina.",
+                "Endotracheal tube in satisfactory position.",
+            ],
+        )
+    if f.id == "central_venous_catheter":
+        if short:
+            return f"{side.capitalize()} central venous catheter in place."
+        return _pick(
+            rng,
+            [
+                f"A {side} subclavian central venous catheter terminates in the SVC.",
+                f"{side.capitalize()}-sided central venous catheter with its tip in the SVC.",
+            ],
+        )
+    raise ValueError(f"no report sentence for {f.id!r}")
+
+
+NEGATIVE_SENTENCES: dict[str, tuple[str, ...]] = {
+    "cardiomegaly": ("Heart size is normal.", "The cardiac silhouette is not enlarged."),
+    "pleural_effusion": ("No pleural effusion.", "There is no pleural effusion."),
+    "pneumothorax": ("No pneumothorax.", "There is no pneumothorax."),
+    "consolidation": ("No focal consolidation.", "There is no consolidation."),
+    "pulmonary_edema": ("No pulmonary edema.", "There is no pulmonary edema."),
+}
+# Order of sentences in FINDINGS: devices, heart, lungs, pleura.
+_ORDER = (
+    "endotracheal_tube",
+    "central_venous_catheter",
+    "cardiomegaly",
+    "lung_nodule",
+    "lung_mass",
+    "consolidation",
+    "atelectasis",
+    "pulmonary_edema",
+    "pleural_effusion",
+    "pneumothorax",
+)
+
+
+def negative_sentence(finding_id: str, rng: np.random.Generator) -> str:
+    """A sentence negating ``finding_id`` (only findings in ``NEGATIVE_SENTENCES``)."""
+    return _pick(rng, list(NEGATIVE_SENTENCES[finding_id]))
+
+
+class ReportBuilder:
+    """Accumulates sentences into report text, recording their spans."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.sentences: list[Sentence] = []
+
+    def header(self, title: str) -> None:
+        """Start a section: ``FINDINGS:`` or ``IMPRESSION:`` on a new line."""
+        self.text += ("\n" if self.text else "") + f"{title}:"
+
+    def add(self, sentence: str, finding: str | None, positive: bool | None, section: str) -> None:
+        """Append one sentence after a space."""
+        self.text += " "
+        start = len(self.text)
+        self.text += sentence
+        self.sentences.append(Sentence(start, len(self.text), finding, positive, section))
+
+    def build(self) -> Report:
+        """The finished report."""
+        return Report(self.text, tuple(self.sentences))
+
+
+def write_report(spec: StudySpec, rng: np.random.Generator) -> Report:
+    """Write a chest radiograph report from ground truth.
+
+    Args:
+        spec: the study (``kind`` must be ``cxr``).
+        rng: random generator (phrasing and which negatives are stated).
+
+    Returns:
+        The report with FINDINGS and IMPRESSION sections.
+
+    Raises:
+        ValueError: for a study kind without report templates.
+    """
+    if spec.kind != "cxr":
+        raise ValueError(f"no report templates for kind {spec.kind!r}")
+    b = ReportBuilder()
+    b.header("FINDINGS")
+    present = {f.id: f for f in spec.findings}
+    for fid in _ORDER:
+        if fid in present:
+            b.add(positive_sentence(present[fid], rng), fid, True, "findings")
+        elif fid in NEGATIVE_SENTENCES and rng.uniform() < 0.8:
+            b.add(negative_sentence(fid, rng), fid, False, "findings")
+    if not any(
+        present.get(k)
+        for k in ("lung_nodule", "lung_mass", "consolidation", "atelectasis", "pulmonary_edema")
+    ):
+        b.add(
+            _pick(rng, ["The lungs are clear.", "The lungs are otherwise clear."][:1]), None, None, "findings"
+        )
+    b.add(
+        _pick(rng, ["No acute osseous abnormality.", "The visualized bones are intact."]),
+        None,
+        None,
+        "findings",
+    )
+    b.header("IMPRESSION")
+    if not spec.findings:
+        b.add(
+            _pick(rng, ["No acute cardiopulmonary abnormality.", "Normal chest radiograph."]),
+            None,
+            None,
+            "impression",
+        )
+    for fid in _ORDER:
+        if fid in present:
+            b.add(positive_sentence(present[fid], rng, short=True), fid, True, "impression")
+    return b.build()
