@@ -149,7 +149,7 @@ def weights_hash(files: list[Path], full_limit: int = FULL_HASH_LIMIT) -> str:
                     digest.update(block)
             else:
                 for i in range(17):
-                    fh.seek(0 if i == 0 else (size - chunk) * i // 16)
+                    fh.seek(max(0, size - chunk) * i // 16)
                     digest.update(fh.read(chunk))
     return digest.hexdigest()[:12]
 
