@@ -161,10 +161,14 @@ def load_input(path: Path) -> list[Any]:
         RuntimeError: when data_prep cannot read it or has no ``load_views`` yet.
     """
     try:
-        from data_prep import load_views  # type: ignore[attr-defined]
+        from data_prep.errors import IngestError
+        from data_prep.ingest import load_views
     except ImportError as e:
         raise RuntimeError(f"data_prep.load_views is not available yet ({e})") from e
-    views: list[Any] = load_views(path)
+    try:
+        views: list[Any] = load_views(path)
+    except IngestError as e:
+        raise RuntimeError(f"reading {path.name}: {e}") from e
     if not views:
         raise RuntimeError(f"no image could be read from {path.name}")
     return views

@@ -1,0 +1,149 @@
+"""Grounding: contrastive decoding direction, KV-cached unconditioned pass, ablation, abstention."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import medvlm
+from medvlm.assistant import Assistant
+from medvlm.backends import InProcessBackend
+from medvlm.grounding import (
+    ContrastiveLogitsProcessor,
+    UnconditionedScorer,
+    is_yes_no_question,
+    same_answer,
+    yes_no_confidence,
+)
+from medvlm.processing import ChatPrompt, build_prompt, without_images
+
+NOISE = (np.random.default_rng(7).random((32, 32, 3)) * 255).astype(np.uint8)
+
+
+def test_contrastive_moves_towards_the_image_supported_token() -> None:
+    # Token 0 is what the language prior says with or without the image; token 1 is only
+    # supported by the image. Plain greedy picks token 0; contrastive decoding must pick token 1.
+    cond = torch.tensor([[2.0, 1.9, 0.0, -1.0]])
+    uncond = torch.tensor([[3.0, 0.0, 0.0, -1.0]])
+    ids = torch.zeros(1, 5, dtype=torch.long)
+    processor = ContrastiveLogitsProcessor(lambda generated: uncond, prompt_len=5, alpha=1.0, beta=0.0)
+    out = processor(ids, cond.clone())  # type: ignore[arg-type]
+    assert cond.argmax().item() == 0 and out.argmax().item() == 1
+    torch.testing.assert_close(out, 2 * cond - uncond)
+    # Stronger alpha widens the gap in favour of the image-supported token.
+    stronger = ContrastiveLogitsProcessor(lambda g: uncond, prompt_len=5, alpha=3.0, beta=0.0)(
+        ids, cond.clone()
+    )  # type: ignore[arg-type]
+    assert (stronger[0, 1] - stronger[0, 0]) > (out[0, 1] - out[0, 0])
+    # alpha = 0 is the identity.
+    same = ContrastiveLogitsProcessor(lambda g: uncond, prompt_len=5, alpha=0.0)(ids, cond.clone())  # type: ignore[arg-type]
+    torch.testing.assert_close(same, cond)
+
+
+def test_plausibility_cutoff_never_promotes_implausible_tokens() -> None:
+    cond = torch.tensor([[5.0, 4.0, -5.0]])
+    uncond = torch.tensor([[5.0, 4.0, -20.0]])  # token 2 looks "image-specific" but is implausible
+    out = ContrastiveLogitsProcessor(lambda g: uncond, prompt_len=1, alpha=1.0, beta=0.1)(
+        torch.zeros(1, 1, dtype=torch.long),
+        cond,  # type: ignore[arg-type]
+    )
+    assert out[0, 2] == float("-inf") and out.argmax().item() == 0
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_unconditioned_scorer_cache_matches_full_forward(
+    family: str, tiny_model_dir: Callable[[str], Path]
+) -> None:
+    loaded = medvlm.load(tiny_model_dir(family), device="cpu")
+    backend = InProcessBackend(loaded)
+    prompt = without_images(build_prompt(medvlm.AskRequest(images=[NOISE], question="Any nodule?"), True))
+    plain = backend.encode([prompt])
+    scorer = UnconditionedScorer(loaded.model, plain["input_ids"], plain["attention_mask"])
+    generated = torch.tensor([[11, 22, 33]])
+    for n in range(4):
+        incremental = scorer(generated[:, :n])
+        ids = torch.cat([plain["input_ids"], generated[:, :n]], dim=1)
+        with torch.no_grad():
+            full = loaded.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1]
+        torch.testing.assert_close(incremental, full, atol=1e-4, rtol=1e-4)
+
+
+def test_contrastive_generation_runs_end_to_end(llava: medvlm.LoadedModel) -> None:
+    backend = InProcessBackend(llava)
+    request = medvlm.AskRequest(images=[NOISE], question="What is seen?")
+    prompt = build_prompt(request, llava.multi_image)
+    plain = backend.generate([prompt], medvlm.GenerationSettings(max_new_tokens=5))[0]
+    off = backend.generate([prompt], medvlm.GenerationSettings(max_new_tokens=5, contrastive_alpha=0.0))[0]
+    on = backend.generate([prompt], medvlm.GenerationSettings(max_new_tokens=5, contrastive_alpha=2.0))[0]
+    assert off.text == plain.text and on.text
+
+
+def _scale_projector(loaded: medvlm.LoadedModel, factor: float) -> None:
+    with torch.no_grad():
+        for p in loaded.model.model.multi_modal_projector.parameters():
+            p.mul_(factor)
+
+
+def test_ablation_flags_an_image_independent_model(llava_dir: Path) -> None:
+    loaded = medvlm.load(llava_dir, device="cpu")
+    _scale_projector(loaded, 0.0)  # image features are all zero: the image cannot matter
+    answer = Assistant(InProcessBackend(loaded)).ask(
+        medvlm.AskRequest(images=[NOISE], question="What is seen?"),
+        medvlm.GenerationSettings(max_new_tokens=6),
+    )
+    assert answer.grounded is False and answer.ablation_text == answer.raw_text
+
+
+def test_ablation_passes_a_model_that_looks_at_the_image(llava_dir: Path) -> None:
+    loaded = medvlm.load(llava_dir, device="cpu")
+    _scale_projector(loaded, 30.0)  # image features dominate the tiny model's embeddings
+    answer = Assistant(InProcessBackend(loaded)).ask(
+        medvlm.AskRequest(images=[NOISE], question="What is seen?"),
+        medvlm.GenerationSettings(max_new_tokens=6),
+    )
+    assert answer.grounded is True and answer.ablation_text != answer.raw_text
+
+
+@dataclass
+class FakeBackend:
+    """A backend with scripted generations (tests the assistant's logic without a model)."""
+
+    generations: list[medvlm.Generation]
+    calls: list[list[ChatPrompt]] = field(default_factory=list)
+
+    def info(self) -> medvlm.ModelInfo:
+        return medvlm.ModelInfo("fake@000000000000", None, "fake", True)
+
+    def generate(
+        self, prompts: list[ChatPrompt], settings: medvlm.GenerationSettings, yes_no: bool = False
+    ) -> list[medvlm.Generation]:
+        self.calls.append(prompts)
+        return self.generations[: len(prompts)]
+
+    def stream(self, prompt: ChatPrompt, settings: medvlm.GenerationSettings) -> Iterator[str]:
+        yield self.generations[0].text
+
+
+def test_low_yes_no_confidence_abstains() -> None:
+    unsure = FakeBackend([medvlm.Generation("Yes.", 0.30, 0.25), medvlm.Generation("No.", 0.2, 0.3)])
+    request = medvlm.AskRequest(images=[NOISE], question="Is there a pneumothorax?")
+    answer = Assistant(unsure).ask(request)
+    assert answer.abstained and "Not confident" in answer.text and answer.raw_text == "Yes."
+    assert answer.confidence == pytest.approx(0.30 / 0.55)
+    assert answer.grounded is True  # "Yes." with the image, "No." with blank images
+    assert len(unsure.calls[0]) == 2 and not np.asarray(unsure.calls[0][1].images[0]).any()  # blank probe
+    sure = FakeBackend([medvlm.Generation("Yes.", 0.9, 0.05), medvlm.Generation("Yes", 0.9, 0.05)])
+    answer = Assistant(sure).ask(request)
+    assert not answer.abstained and answer.text == "Yes." and answer.grounded is False
+
+
+def test_yes_no_helpers() -> None:
+    assert is_yes_no_question("Is there an effusion?") and is_yes_no_question("does it show a fracture")
+    assert not is_yes_no_question("What is the cardiothoracic ratio?")
+    assert yes_no_confidence(0.0, 0.0) is None and yes_no_confidence(0.2, 0.6) == pytest.approx(0.75)
+    assert same_answer("Yes, there is.", "yes there is") and not same_answer("Yes", "No")
