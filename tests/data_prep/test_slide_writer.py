@@ -46,7 +46,11 @@ def test_mosaic_source_writes_a_large_slide_tile_by_tile(tmp_path: Path) -> None
 
 def test_level_sizes_and_bad_inputs(tmp_path: Path) -> None:
     assert level_sizes(20000, 20000, tile=256, levels=None) == [
-        (20000, 20000), (5000, 5000), (1250, 1250), (312, 312), (78, 78)
+        (20000, 20000),
+        (5000, 5000),
+        (1250, 1250),
+        (312, 312),
+        (78, 78),
     ]
     assert level_sizes(512, 512, tile=256, levels=1) == [(512, 512)]
     with pytest.raises(ValueError):

@@ -1,0 +1,147 @@
+"""De-identification: the real chest radiograph leaves no identifying value in the output bytes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import UID_dictionary
+
+from app.cli import main
+from data_prep.deid import deidentify_dataset, deidentify_path, load_profile
+from data_prep.errors import DeidError
+from data_prep.pseudonym import PseudonymKey
+from tests.data_prep._files import corpus_file
+
+UID_RE = re.compile(r"^2\.25\.[1-9][0-9]{0,38}$")
+
+
+def _identifying_values(ds: Dataset) -> set[str]:
+    values = set()
+    for elem in ds.iterall():
+        if elem.VR in ("PN", "DA", "DT") and elem.value:
+            values.add(str(elem.value))
+        if elem.VR == "UI" and elem.value and str(elem.value) not in UID_dictionary:
+            values.add(str(elem.value))
+    for kw in (
+        "PatientID",
+        "InstitutionName",
+        "AccessionNumber",
+        "StudyID",
+        "StationName",
+        "DeviceSerialNumber",
+    ):
+        if ds.get(kw):
+            values.add(str(ds.get(kw)))
+    values.add(str(ds.file_meta.MediaStorageSOPInstanceUID))
+    return {v for v in values if len(v) >= 4}
+
+
+def test_cli_deid_on_rg1_uncr_leaves_no_identifying_bytes(
+    key: PseudonymKey, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    src = corpus_file("RG1_UNCR.dcm")
+    original = pydicom.dcmread(src)
+    secrets = _identifying_values(original)
+    assert {"CompressedSamples^RG1", "9RG1", "19400305", "Philips Medical Systems Hamburg"} <= secrets
+    code = main(["deid", str(src), str(tmp_path / "out"), "--json"])
+    out, err = capfd.readouterr()
+    assert code == 0, out
+    report = json.loads(out.strip())
+    assert report["status"] == "ok"
+    written = Path(report["output"])
+    data = written.read_bytes()
+    for value in secrets:
+        assert value.encode() not in data, f"{value!r} survived"
+        assert value not in out and value not in err
+    assert data[:128] == b"\x00" * 128 and data[128:132] == b"DICM"
+    ds = pydicom.dcmread(written)
+    assert ds.PatientIdentityRemoved == "YES"
+    assert ds.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+    assert ds.DeidentificationMethod
+    assert UID_RE.match(ds.StudyInstanceUID) and UID_RE.match(ds.SOPInstanceUID)
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert not any(e.tag.is_private for e in ds.iterall())
+    assert ds.pixel_array.shape == (1955, 1841)  # the image itself survives
+    assert str(original.PatientName) not in str(written)
+
+
+def test_uids_are_consistent_within_a_study_and_dates_shift(key: PseudonymKey) -> None:
+    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    a = deidentify_dataset(ds, key=key).dataset
+    ds2 = ds.copy()
+    ds2.SOPInstanceUID = ds.SOPInstanceUID + ".2"
+    b = deidentify_dataset(ds2, key=key).dataset
+    assert a.StudyInstanceUID == b.StudyInstanceUID and a.SeriesInstanceUID == b.SeriesInstanceUID
+    assert a.SOPInstanceUID != b.SOPInstanceUID
+    assert a.FrameOfReferenceUID == b.FrameOfReferenceUID
+    other = deidentify_dataset(ds, key=PseudonymKey(b"another-key-0123456789", "t")).dataset
+    assert other.StudyInstanceUID != a.StudyInstanceUID
+    assert a.SOPClassUID == ds.SOPClassUID  # registered UIDs are kept
+    assert ds.PatientName and str(ds.PatientName) != ""  # the input was not modified
+    shifted = deidentify_dataset(ds, key=key, date_shift_days=-10)
+    assert shifted.dataset.StudyDate == "20040109"  # 2004-01-19 minus 10 days
+    assert shifted.dataset.PatientBirthDate == ""
+    codes = [c.CodeValue for c in shifted.dataset.DeidentificationMethodCodeSequence]
+    assert codes == ["113100", "113107"]
+    assert a.get("StudyDate") in ("", None)
+
+
+def test_nested_names_private_tags_and_burned_in_warning(key: PseudonymKey) -> None:
+    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    item = Dataset()
+    item.add_new(0x0040A123, "PN", "Nested^Person")  # Person Name (D)
+    item.add_new(0x00081070, "PN", "Operator^Nested")  # Operators' Name, inside a sequence
+    item.add_new(0x00091001, "LO", "private secret")
+    ds.add_new(0x00081111, "SQ", [item])  # Referenced Performed Procedure Step Sequence
+    ds.add_new(0x00211010, "LO", "top private")
+    ds.BurnedInAnnotation = "YES"
+    result = deidentify_dataset(ds, key=key)
+    text = str(result.dataset)
+    for secret in ("Nested^Person", "Operator^Nested", "private secret", "top private"):
+        assert secret not in text
+    assert any("BurnedInAnnotation" in w for w in result.warnings)
+    assert result.actions.get("private", 0) >= 1
+    us = deidentify_dataset(pydicom.dcmread(corpus_file("US1_UNCR.dcm")), key=key)
+    assert any("burned-in" in w for w in us.warnings)
+
+
+def test_fails_closed_and_writes_nothing(key: PseudonymKey, tmp_path: Path) -> None:
+    good = corpus_file("CT_small.dcm")
+    no_ts = corpus_file("meta_missing_tsyntax.dcm")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.dcm").write_bytes(good.read_bytes())
+    (folder / "b.dcm").write_bytes(no_ts.read_bytes())
+    (folder / "c.dcm").write_bytes(b"not dicom at all")
+    reports = list(deidentify_path(folder, tmp_path / "out", key=key))
+    status = {Path(r.source).name: r for r in reports}
+    assert status["a.dcm"].status == "ok"
+    assert status["b.dcm"].status == "error" and "transfer syntax" in (status["b.dcm"].error or "")
+    assert status["c.dcm"].status == "error" and "not a DICOM file" in (status["c.dcm"].error or "")
+    written = list((tmp_path / "out").rglob("*"))
+    assert [p for p in written if p.is_file()] == [Path(status["a.dcm"].output or "")]
+    with pytest.raises(DeidError):
+        deidentify_dataset(pydicom.dcmread(no_ts, force=True), key=key)
+
+
+def test_profile_table_covers_the_basic_profile() -> None:
+    profile = load_profile()
+    assert len(profile.exact) >= 290
+    expected = {
+        0x00100010: "Z",  # PatientName
+        0x00100020: "Z",  # PatientID
+        0x00080080: "D",  # InstitutionName (X/Z/D)
+        0x0020000D: "U",  # StudyInstanceUID
+        0x00081030: "X",  # StudyDescription
+        0x0040A123: "D",  # Person Name
+        0x00080023: "D",  # ContentDate (Z/D)
+    }
+    for tag, action in expected.items():
+        assert profile.action_for(tag) == action
+    assert profile.action_for(0x60023000) == "X"  # overlay data in any 60xx group
+    assert profile.action_for(0x00280010) is None  # Rows: kept
