@@ -6,6 +6,7 @@ converts ``data_prep.ImageView`` and knowledge-graph facts into them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -76,7 +77,7 @@ class AskRequest:
             shape, or the number of contexts does not match the number of images.
     """
 
-    images: list[ImageInput]
+    images: Sequence[ImageInput]
     question: str
     contexts: list[ImageContext] = field(default_factory=list)
     history: list[Turn] = field(default_factory=list)
