@@ -1,4 +1,4 @@
-"""Write synthetic studies as real DICOM files (pydicom).
+"""Write synthetic studies as real DICOM files (pydicom): radiographs and CT series.
 
 Radiographs are written as CR or DX, MONOCHROME1 or MONOCHROME2, 12 bits stored in 16, with
 PixelSpacing, ViewPosition PA and PatientOrientation ``L\\F`` (rows run towards the patient's
@@ -110,3 +110,84 @@ def write_cxr_dicom(path: Path, sample: Sample, *, seed: int) -> Path:
     ds.PixelData = values.tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def write_ct_series(folder: Path, sample: Sample, *, seed: int) -> list[Path]:
+    """Write a CT series, one file per axial slice, in ``folder``.
+
+    Hounsfield units are stored as unsigned values with ``RescaleIntercept = -1024`` and
+    ``RescaleSlope = 1``; the window tags hold the region's preset (lung-and-soft-tissue for
+    chest, brain for head). Slices share a SeriesInstanceUID and FrameOfReferenceUID and step
+    down the patient (``ImagePositionPatient`` z decreasing) with axial orientation.
+
+    Args:
+        folder: output folder (created).
+        sample: a generated CT study (``sample.ct`` set).
+        seed: dataset seed (for UIDs).
+
+    Returns:
+        The slice files, cranial first.
+
+    Raises:
+        ValueError: if the sample carries no CT series.
+        OSError: if a file cannot be written.
+    """
+    from data_prep.phantoms.ct import SLICE_MM, WINDOWS
+
+    ct = sample.ct
+    if ct is None:
+        raise ValueError(f"study {sample.spec.study_id} has no CT series")
+    spec = sample.spec
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 8, int(spec.study_id.rsplit("-", 1)[1])])
+    day = BASE_DATE + dt.timedelta(days=int(rng.integers(0, 1500)))
+    study_uid, series_uid = _uid(seed, spec.study_id, "study"), _uid(seed, spec.study_id, "series")
+    frame_uid = _uid(seed, spec.study_id, "frame")
+    n, rows, cols = ct.hu.shape
+    spacing = ct.mm_per_px
+    center, width = WINDOWS[ct.region]
+    paths = []
+    for k in range(n):
+        path = folder / f"slice_{k:03d}.dcm"
+        ds = _base_dataset(path, "1.2.840.10008.5.1.4.1.1.2", _uid(seed, spec.study_id, "sop", k))
+        ds.PatientName = f"PHANTOM^{spec.patient_id}"
+        ds.PatientID = spec.patient_id
+        ds.PatientSex = "O"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.StudyID = spec.study_id[-6:]
+        ds.AccessionNumber = spec.study_id
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = day.strftime("%Y%m%d")
+        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+        ds.Modality = "CT"
+        ds.Manufacturer = "medvlm phantoms"
+        ds.StudyDescription = f"CT {ct.region.upper()} (SYNTHETIC PHANTOM)"
+        ds.SeriesDescription = f"AXIAL {ct.region.upper()}"
+        ds.BodyPartExamined = ct.region.upper()
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = k + 1
+        ds.PatientPosition = "HFS"
+        z = -k * SLICE_MM
+        ds.ImagePositionPatient = [f"{-cols * spacing / 2:.3f}", f"{-rows * spacing / 2:.3f}", f"{z:.3f}"]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.SliceLocation = f"{z:.3f}"
+        ds.SliceThickness = f"{SLICE_MM:.1f}"
+        ds.SpacingBetweenSlices = f"{SLICE_MM:.1f}"
+        ds.PixelSpacing = [f"{spacing:.4f}", f"{spacing:.4f}"]
+        ds.KVP = "120"
+        ds.RescaleIntercept = "-1024"
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+        ds.WindowCenter = f"{center:.0f}"
+        ds.WindowWidth = f"{width:.0f}"
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = rows, cols
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.PixelRepresentation = 0
+        ds.PixelData = (ct.hu[k].astype(np.int32) + 1024).clip(0, 4095).astype(np.uint16).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

@@ -17,14 +17,15 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from data_prep.phantoms.catalogue import Catalogue, load_catalogue
+from data_prep.phantoms.ct import REGION_FINDINGS, CtRender, render_ct, sample_ct_findings
 from data_prep.phantoms.cxr import CxrAnatomy, CxrRender, render_cxr, sample_anatomy, with_ctr
 from data_prep.phantoms.qa import QA, Balancer, caption, probe_pairs, questions
 from data_prep.phantoms.report_errors import InjectedError, error_json, error_record
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 GENERATOR_VERSION = "phantoms-0.1.0"
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
-SUPPORTED_KINDS = ("cxr",)
+SUPPORTED_KINDS = ("cxr", "ct")
 FILES = ("captions", "vqa", "probes", "reports", "report_errors")
 _PATIENT_OFFSET = 10**9
 
@@ -70,6 +71,7 @@ class Sample:
     anatomy: CxrAnatomy | None = None
     report: Report | None = None
     report_error: InjectedError | None = None
+    ct: CtRender | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -137,37 +139,75 @@ def iter_samples(
     bad = [k for k in kinds if k not in SUPPORTED_KINDS]
     if bad or not kinds:
         raise PhantomError(f"unsupported kinds {bad or kinds}; supported: {SUPPORTED_KINDS}")
-    cat = catalogue or load_catalogue()
-    balancers = {s: Balancer() for s in SPLITS}
-    attr_counts: dict[str, Counter[tuple[str, str, str]]] = {s: Counter() for s in SPLITS}
-    error_counts: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
+    state = _State(cat=catalogue or load_catalogue(), seed=seed, size=size)
     for i, (patient, split) in enumerate(_patient_plan(n, seed)):
         kind = kinds[i % len(kinds)]
         rng = np.random.default_rng([seed, i])
-        findings = balance_attributes(sample_findings(cat, kind, rng), cat, attr_counts[split], rng)
-        spec = StudySpec(
-            study_id=f"{kind}-{i:06d}", patient_id=f"P{patient:06d}", kind=kind, findings=findings
-        )
+        base = StudySpec(study_id=f"{kind}-{i:06d}", patient_id=f"P{patient:06d}", kind=kind, findings=())
         try:
-            anatomy = sample_anatomy(np.random.default_rng([seed, _PATIENT_OFFSET + patient, 1]))
-            if spec.get("cardiomegaly") is not None:
-                anatomy = with_ctr(anatomy, float(rng.uniform(0.56, 0.66)))
-            render = render_cxr(anatomy, findings, size, rng)
-            report = write_report(spec, rng)
+            yield _RENDERERS[kind](state, base, split, rng)
         except (ValueError, ArithmeticError) as e:
-            raise PhantomError(f"rendering study {spec.study_id}: {e}") from e
-        yield Sample(
-            spec=spec,
-            split=split,
-            pixels=render.pixels,
-            caption=caption(spec, rng),
-            qas=questions(spec, cat, rng, balancers[split]),
-            probes=probe_pairs(spec, cat, rng),
-            render=render,
-            anatomy=anatomy,
-            report=report,
-            report_error=error_record(report, rng, cat, error_counts[split]),
-        )
+            raise PhantomError(f"rendering study {base.study_id}: {e}") from e
+
+
+@dataclass
+class _State:
+    """Per-run balancing counters (one set per split) and settings."""
+
+    cat: Catalogue
+    seed: int
+    size: int
+    balancers: dict[str, Balancer] = field(default_factory=lambda: {s: Balancer() for s in SPLITS})
+    attr_counts: dict[str, Counter[tuple[str, str, str]]] = field(
+        default_factory=lambda: {s: Counter() for s in SPLITS}
+    )
+    error_counts: dict[str, Counter[str]] = field(default_factory=lambda: {s: Counter() for s in SPLITS})
+
+
+def _cxr_sample(st: _State, base: StudySpec, split: str, rng: np.random.Generator) -> Sample:
+    findings = balance_attributes(sample_findings(st.cat, "cxr", rng), st.cat, st.attr_counts[split], rng)
+    spec = replace(base, findings=findings, region="chest")
+    patient = int(spec.patient_id[1:])
+    anatomy = sample_anatomy(np.random.default_rng([st.seed, _PATIENT_OFFSET + patient, 1]))
+    if spec.get("cardiomegaly") is not None:
+        anatomy = with_ctr(anatomy, float(rng.uniform(0.56, 0.66)))
+    render = render_cxr(anatomy, findings, st.size, rng)
+    report = write_report(spec, rng)
+    return Sample(
+        spec=spec,
+        split=split,
+        pixels=render.pixels,
+        caption=caption(spec, rng),
+        qas=questions(spec, st.cat, rng, st.balancers[split]),
+        probes=probe_pairs(spec, st.cat, rng),
+        render=render,
+        anatomy=anatomy,
+        report=report,
+        report_error=error_record(report, rng, st.cat, st.error_counts[split]),
+    )
+
+
+def _ct_sample(st: _State, base: StudySpec, split: str, rng: np.random.Generator) -> Sample:
+    region, findings = sample_ct_findings(st.cat, rng)
+    findings = balance_attributes(findings, st.cat, st.attr_counts[split], rng)
+    spec = replace(base, findings=findings, region=region)
+    ct = render_ct(region, findings, st.size, rng)
+    pool = list(REGION_FINDINGS[region])
+    return Sample(
+        spec=spec,
+        split=split,
+        pixels=ct.pixels,
+        caption=caption(spec, rng),
+        qas=questions(spec, st.cat, rng, st.balancers[split], pool),
+        probes=probe_pairs(spec, st.cat, rng, pool),
+        ct=ct,
+    )
+
+
+_RENDERERS: dict[str, Callable[[_State, StudySpec, str, np.random.Generator], Sample]] = {
+    "cxr": _cxr_sample,
+    "ct": _ct_sample,
+}
 
 
 def _records(sample: Sample, image: str) -> dict[str, list[dict[str, Any]]]:
@@ -247,6 +287,16 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(np.round(pixels * 255.0).astype(np.uint8), mode="L").save(path, optimize=False)
 
 
+def _write_dicom(folder: Path, sample: Sample, seed: int) -> None:
+    from data_prep.phantoms.dicom_io import write_ct_series, write_cxr_dicom
+
+    sid = sample.spec.study_id
+    if sample.ct is not None:
+        write_ct_series(folder / sid, sample, seed=seed)
+    elif sample.render is not None:
+        write_cxr_dicom(folder / f"{sid}.dcm", sample, seed=seed)
+
+
 def generate(
     out_dir: Path,
     n: int,
@@ -290,9 +340,7 @@ def generate(
             image = f"images/{sid}.png"
             _write_png(out_dir / image, sample.pixels)
             if dicom:
-                from data_prep.phantoms.dicom_io import write_cxr_dicom
-
-                write_cxr_dicom(out_dir / "dicom" / f"{sid}.dcm", sample, seed=seed)
+                _write_dicom(out_dir / "dicom", sample, seed)
             for name, recs in _records(sample, image).items():
                 for rec in recs:
                     handles[(s, name)].write(json.dumps(rec, sort_keys=True) + "\n")

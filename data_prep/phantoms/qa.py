@@ -107,6 +107,8 @@ def caption(spec: StudySpec, rng: np.random.Generator) -> str:
         The caption.
     """
     mod = MODALITY[spec.kind]
+    if spec.kind == "ct":
+        mod = f"axial {spec.region} CT" if spec.region else "axial CT"
     if spec.is_normal:
         t = _pick(rng, _CAPTIONS_NORMAL)
         return t.format(mod=mod, Mod=mod[0].upper() + mod[1:])
@@ -114,27 +116,33 @@ def caption(spec: StudySpec, rng: np.random.Generator) -> str:
     return t.format(mod=mod, Mod=mod[0].upper() + mod[1:], f=findings_list(spec, rng))
 
 
+def _balanced(bal: Balancer, key: tuple[str, ...], answer: str, other: str, rng: np.random.Generator) -> bool:
+    """Whether asking a question with ``answer`` keeps its counts level with ``other``."""
+    mine, theirs = bal.get(*key, answer), bal.get(*key, other)
+    return mine < theirs or (mine == theirs and bool(rng.uniform() < 0.5))
+
+
 def _existence_questions(
     spec: StudySpec, pool: list[str], rng: np.random.Generator, bal: Balancer
 ) -> list[QA]:
+    """Yes/no questions about findings, asked only while that finding's yes and no counts stay level.
+
+    Each finding of the pool is considered in random order; a question whose answer is ahead of
+    the other answer for that finding is skipped, so per finding (and per template) the split
+    holds as many "yes" as "no" answers, give or take one.
+    """
     out: list[QA] = []
-    present = [f.id for f in spec.findings]
-    absent = [p for p in pool if p not in present]
-    for fid in present:
-        out.append(QA(_pick(rng, _EXISTENCE).format(x=with_article(fid)), "yes", "closed", "existence", fid))
-        bal.add("existence", fid, "yes")
-        if absent:
-            # the absent finding whose "no" count lags its "yes" count most; ties broken at random
-            deficit = [bal.get("existence", a, "yes") - bal.get("existence", a, "no") for a in absent]
-            best = [a for a, d in zip(absent, deficit, strict=True) if d == max(deficit)]
-            choice = _pick(rng, best)
-            absent.remove(choice)
+    present = {f.id for f in spec.findings}
+    for j in rng.permutation(len(pool)):
+        fid = pool[int(j)]
+        ans, other = ("yes", "no") if fid in present else ("no", "yes")
+        if _balanced(bal, ("existence", fid), ans, other, rng):
             out.append(
-                QA(_pick(rng, _EXISTENCE).format(x=with_article(choice)), "no", "closed", "existence", choice)
+                QA(_pick(rng, _EXISTENCE).format(x=with_article(fid)), ans, "closed", "existence", fid)
             )
-            bal.add("existence", choice, "no")
-    if spec.is_normal or bal.get("normal", "no") < bal.get("normal", "yes"):
-        ans = "yes" if spec.is_normal else "no"
+            bal.add("existence", fid, ans)
+    ans, other = ("yes", "no") if spec.is_normal else ("no", "yes")
+    if _balanced(bal, ("normal",), ans, other, rng):
         out.append(QA(_NORMAL[spec.kind], ans, "closed", "normal"))
         bal.add("normal", ans)
     return out
@@ -204,7 +212,19 @@ def _attribute_questions(f: Finding, rng: np.random.Generator) -> list[QA]:
     return out
 
 
-def questions(spec: StudySpec, catalogue: Catalogue, rng: np.random.Generator, bal: Balancer) -> list[QA]:
+def _pool(spec: StudySpec, catalogue: Catalogue, pool: list[str] | None) -> list[str]:
+    if pool is not None:
+        return pool
+    return [f.id for f in catalogue.for_kind(spec.kind) if f.id not in ("normal", "normal_tissue")]
+
+
+def questions(
+    spec: StudySpec,
+    catalogue: Catalogue,
+    rng: np.random.Generator,
+    bal: Balancer,
+    pool: list[str] | None = None,
+) -> list[QA]:
     """All question-answer pairs for one study.
 
     Args:
@@ -212,12 +232,13 @@ def questions(spec: StudySpec, catalogue: Catalogue, rng: np.random.Generator, b
         catalogue: findings catalogue (the pool of askable findings).
         rng: random generator.
         bal: the split's answer counts, updated in place.
+        pool: finding ids that may be asked about (default: every abnormal finding of the kind).
 
     Returns:
         Closed (existence, normal, multiple choice, laterality, severity, zone, lobe) and open
         (modality, organ, findings, location) questions.
     """
-    pool = [f.id for f in catalogue.for_kind(spec.kind) if f.id not in ("normal", "normal_tissue")]
+    pool = _pool(spec, catalogue, pool)
     out = _existence_questions(spec, pool, rng, bal)
     out += _multiple_choice(spec, pool, rng, bal)
     for f in spec.findings:
@@ -231,7 +252,7 @@ def questions(spec: StudySpec, catalogue: Catalogue, rng: np.random.Generator, b
         )
     )
     if spec.kind != "slide":
-        out.append(QA("Which organ system is shown?", ORGAN[spec.kind], "open", "organ"))
+        out.append(QA("Which organ system is shown?", spec.region or ORGAN[spec.kind], "open", "organ"))
     out.append(
         QA(
             _pick(
@@ -254,13 +275,16 @@ def _probe(pair: str, q: str, a: str, kind: str, cat: str, fid: str) -> dict[str
     return {"pair_id": pair, "question": q, "answer": a, "kind": kind, "category": cat, "finding": fid}
 
 
-def probe_pairs(spec: StudySpec, catalogue: Catalogue, rng: np.random.Generator) -> list[dict[str, Any]]:
+def probe_pairs(
+    spec: StudySpec, catalogue: Catalogue, rng: np.random.Generator, pool: list[str] | None = None
+) -> list[dict[str, Any]]:
     """ProbMed-style probe pairs: a true question (gold "yes") and an adversarial one (gold "no").
 
     Args:
         spec: ground truth.
         catalogue: findings catalogue.
         rng: random generator.
+        pool: finding ids a hallucinated finding is drawn from (default: the kind's findings).
 
     Returns:
         Records with ``pair_id``, ``question``, ``answer``, ``kind`` ("true" | "adversarial"),
@@ -273,8 +297,7 @@ def probe_pairs(spec: StudySpec, catalogue: Catalogue, rng: np.random.Generator)
         _probe(f"{sid}-p0", f"Is this {_THIS_MODALITY[spec.kind]}?", "yes", "true", "modality", ""),
         _probe(f"{sid}-p0", f"Is this {other}?", "no", "adversarial", "modality", ""),
     ]
-    pool = [f.id for f in catalogue.for_kind(spec.kind) if f.id not in ("normal", "normal_tissue")]
-    absent = [p for p in pool if spec.get(p) is None]
+    absent = [p for p in _pool(spec, catalogue, pool) if spec.get(p) is None]
     for i, f in enumerate(spec.findings, start=1):
         pid, name, at = f"{sid}-p{i}", NAMES[f.id], f.attributes
         if absent:

@@ -53,12 +53,14 @@ class StudySpec:
         patient_id: synthetic patient id (splits are by patient).
         kind: ``cxr``, ``ct`` or ``slide``.
         findings: abnormal findings; empty means the study is normal.
+        region: body region imaged (``chest``, ``head``, ``tissue``); empty means the kind's default.
     """
 
     study_id: str
     patient_id: str
     kind: str
     findings: tuple[Finding, ...]
+    region: str = ""
 
     @property
     def is_normal(self) -> bool:
