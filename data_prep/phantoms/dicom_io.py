@@ -31,6 +31,14 @@ def _uid(*parts: object) -> UID:
     return generate_uid(entropy_srcs=[str(p) for p in parts])
 
 
+def _times(rng: np.random.Generator) -> tuple[str, str, str]:
+    """Distinct study, series and content times (a de-identifier may compare them)."""
+    start = int(rng.integers(7 * 3600, 18 * 3600))
+    return tuple(  # type: ignore[return-value]
+        f"{(start + d) // 3600:02d}{(start + d) // 60 % 60:02d}{(start + d) % 60:02d}" for d in (0, 67, 131)
+    )
+
+
 def _base_dataset(path: Path, sop_class: str, sop_uid: UID) -> FileDataset:
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import UID, ExplicitVRLittleEndian
@@ -74,10 +82,10 @@ def write_cxr_dicom(path: Path, sample: Sample, *, seed: int) -> Path:
     ds.PatientSex = "O"
     ds.StudyInstanceUID = _uid(seed, spec.study_id, "study")
     ds.SeriesInstanceUID = _uid(seed, spec.study_id, "series")
-    ds.StudyID = spec.study_id[-6:]
+    ds.StudyID = "PH" + spec.study_id[-6:]
     ds.AccessionNumber = spec.study_id
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = day.strftime("%Y%m%d")
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+    ds.StudyTime, ds.SeriesTime, ds.ContentTime = _times(rng)
     ds.Modality = modality
     ds.Manufacturer = "medvlm phantoms"
     ds.StudyDescription = "CHEST PA (SYNTHETIC PHANTOM)"
@@ -143,6 +151,7 @@ def write_ct_series(folder: Path, sample: Sample, *, seed: int) -> list[Path]:
     day = BASE_DATE + dt.timedelta(days=int(rng.integers(0, 1500)))
     study_uid, series_uid = _uid(seed, spec.study_id, "study"), _uid(seed, spec.study_id, "series")
     frame_uid = _uid(seed, spec.study_id, "frame")
+    times = _times(rng)
     n, rows, cols = ct.hu.shape
     spacing = ct.mm_per_px
     center, width = WINDOWS[ct.region]
@@ -154,10 +163,10 @@ def write_ct_series(folder: Path, sample: Sample, *, seed: int) -> list[Path]:
         ds.PatientID = spec.patient_id
         ds.PatientSex = "O"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.StudyID = spec.study_id[-6:]
+        ds.StudyID = "PH" + spec.study_id[-6:]
         ds.AccessionNumber = spec.study_id
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = day.strftime("%Y%m%d")
-        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+        ds.StudyTime, ds.SeriesTime, ds.ContentTime = times
         ds.Modality = "CT"
         ds.Manufacturer = "medvlm phantoms"
         ds.StudyDescription = f"CT {ct.region.upper()} (SYNTHETIC PHANTOM)"
