@@ -1,4 +1,4 @@
-"""Every generated DICOM file and CT series ingests with status ok; de-identification keeps the labels true."""
+"""Generated DICOM files and CT series ingest with status ok; de-identification keeps labels true."""
 
 from __future__ import annotations
 
