@@ -43,3 +43,51 @@ def token_spans(text: str) -> list[tuple[str, int, int]]:
     """
     lowered = _SEP_RE.sub(" ", text.lower())
     return [(m.group(0), m.start(), m.end()) for m in _TOKEN_RE.finditer(lowered)]
+
+
+_STEM_KEEP = ("ss", "us", "is", "as", "os")
+# Determiners and possessives carry no meaning for matching ("clot in my lung" = "clot in the lung").
+DETERMINERS = frozenset({"the", "a", "an", "my", "his", "her", "your", "their", "its", "our", "this", "these"})
+
+
+def fold(token: str) -> str:
+    """Fold one token for matching: British to American spelling and a light plural stem.
+
+    ``haemorrhages`` → ``hemorrhage``, ``oedema`` → ``edema``, ``tumours`` → ``tumor``,
+    ``opacities`` → ``opacity``. Applied identically to aliases and to text, so it only has to
+    be consistent, not linguistically exact.
+
+    Args:
+        token: one lower-case token.
+
+    Returns:
+        The folded token.
+    """
+    t = token.replace("ae", "e").replace("oe", "e")
+    if t.endswith("our") and len(t) > 4:
+        t = t[:-3] + "or"
+    if t.endswith("ours") and len(t) > 5:
+        t = t[:-4] + "ors"
+    if len(t) <= 3:
+        return t
+    if t.endswith("ies") and len(t) > 4:
+        return t[:-3] + "y"
+    if t.endswith("sses"):
+        return t[:-2]
+    if t.endswith(_STEM_KEEP):
+        return t
+    if t.endswith("s"):
+        return t[:-1]
+    return t
+
+
+def alias_key(text: str) -> tuple[str, ...]:
+    """Return the matching key of an alias or phrase: its folded tokens.
+
+    Args:
+        text: a name, synonym, abbreviation or text span.
+
+    Returns:
+        Tuple of folded tokens (empty for text without word characters).
+    """
+    return tuple(fold(t) for t in tokens(text) if t != "?" and t not in DETERMINERS)

@@ -8,7 +8,7 @@ import networkx as nx
 
 from knowledge_graph.graph import RawGraph
 from knowledge_graph.schema import EdgeType
-from knowledge_graph.text import normalize
+from knowledge_graph.text import alias_key
 
 
 def validate_raw(raw: RawGraph) -> list[str]:
@@ -16,7 +16,8 @@ def validate_raw(raw: RawGraph) -> list[str]:
 
     Checks: read problems, duplicate node ids, dangling edges, nodes without a definition,
     cycles in ``is_a``, and one synonym (name, synonym or abbreviation, normalised) claimed
-    by two different nodes.
+    by two different nodes (compared after
+    the spelling and plural folding that entity linking uses).
 
     Args:
         raw: nodes and edges as read by :func:`knowledge_graph.graph.read_raw`.
@@ -56,7 +57,7 @@ def _synonym_clashes(raw: RawGraph) -> list[str]:
     owners: dict[str, set[str]] = defaultdict(set)
     for n in raw.nodes:
         for form in n.surface_forms():
-            key = normalize(form)
+            key = " ".join(alias_key(form))
             if key:
                 owners[key].add(n.id)
     return [

@@ -1,0 +1,340 @@
+"""Retrieve cited knowledge-graph facts for a question, report or draft answer.
+
+The method follows KG-LLaVA ("LLaVA Needs More Knowledge"): retrieve facts from a curated graph,
+not from patient records, and put them in the prompt with citations. Findings are described by
+their visual attributes (shape, density, margin, distribution), as in "Enhancing Abnormality
+Grounding for VLMs with Knowledge Descriptions".
+
+Ranking of a node (only findings, diseases, imaging signs and tissue patterns are results):
+
+* ``1.0`` if it is linked in the text and asserted (``0.9`` if linked through a spelling
+  correction), ``0.95`` for an uncertain mention;
+* ``0.8 × cosine`` from the dense MiniLM index;
+* ``0.5 × parent score`` for 1-hop neighbours of linked nodes along ``suggests``, ``is_a``,
+  ``associated_with`` and ``differential_of`` (k-hop expansion; ``hops`` sets k);
+* plus ``0.05 × cosine`` as a tie-breaker.
+
+**Negated mentions** ("no effusion") are never results and never seeds of expansion: a ruled-out
+finding must not be presented as present. They are kept in ``Retrieval.entities`` and listed in the
+prompt context under "Stated absent in the text", so the model knows what was excluded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from knowledge_graph.graph import DEFAULT_DATA_DIR, KnowledgeGraph, load_graph
+from knowledge_graph.index import DenseIndex, Embedder, default_cache_dir
+from knowledge_graph.linking import Entity, EntityLinker
+from knowledge_graph.schema import RETRIEVABLE_TYPES, EdgeType, Node, NodeType
+
+logger = logging.getLogger(__name__)
+
+_EXPAND_EDGES = {EdgeType.SUGGESTS, EdgeType.IS_A, EdgeType.ASSOCIATED_WITH, EdgeType.DIFFERENTIAL_OF}
+_RELATION_TEXT = {
+    EdgeType.HAS_VISUAL_ATTRIBUTE: "Visual attributes of {name}: {targets}.",
+    EdgeType.LOCATED_IN: "{name} is typically located in: {targets}.",
+    EdgeType.SEEN_ON: "{name} is seen on: {targets}.",
+    EdgeType.DIFFERENTIAL_OF: "Differential diagnosis of {name}: {targets}.",
+    EdgeType.IS_A: "{name} is a kind of: {targets}.",
+    EdgeType.SUGGESTS: "{name} suggests: {targets}.",
+    EdgeType.ASSOCIATED_WITH: "{name} is associated with: {targets}.",
+}
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One citable statement about a node.
+
+    Attributes:
+        node: the node the fact is about.
+        name: that node's preferred name.
+        text: the statement, one sentence.
+        source: provenance as ``source@version``.
+        relation: ``definition``, ``visual``, ``xref`` or an edge type.
+    """
+
+    node: str
+    name: str
+    text: str
+    source: str
+    relation: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """A ranked node with its facts."""
+
+    node: str
+    name: str
+    score: float
+    facts: list[Fact]
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A numbered citation for the UI: ``[index] text (source)``, pointing at a node."""
+
+    index: int
+    node: str
+    name: str
+    text: str
+    source: str
+
+
+@dataclass
+class Retrieval:
+    """What the retriever found for one text.
+
+    Attributes:
+        entities: linked mentions, with negation and uncertainty.
+        results: ranked nodes (negated mentions excluded), best first.
+        facts: the results' facts in rank order.
+    """
+
+    entities: list[Entity]
+    results: list[Result]
+    facts: list[Fact] = field(default_factory=list)
+
+    def ruled_out(self) -> list[Entity]:
+        """Return the negated mentions, one per node."""
+        seen: dict[str, Entity] = {}
+        for e in self.entities:
+            if e.negated and e.node not in seen:
+                seen[e.node] = e
+        return list(seen.values())
+
+    def citations(self) -> list[Citation]:
+        """Number the facts for citation; the numbers match :meth:`as_prompt_context`."""
+        return [Citation(i, f.node, f.name, f.text, f.source) for i, f in enumerate(self.facts, start=1)]
+
+    def as_prompt_context(self, max_facts: int = 12) -> str:
+        """Render the facts as a numbered block for a language-model prompt.
+
+        Args:
+            max_facts: at most this many facts (the highest ranked).
+
+        Returns:
+            Text such as ``"[1] Pleural effusion: Fluid in ... (medvlm-curated@1.0)"``, followed
+            by the mentions stated absent; empty when nothing was found.
+        """
+        lines = [f"[{c.index}] {c.text} ({c.source})" for c in self.citations()[:max_facts]]
+        absent = self.ruled_out()
+        if absent:
+            lines.append("Stated absent in the text (not present): " + ", ".join(e.name for e in absent) + ".")
+        if not lines:
+            return ""
+        return "Knowledge-graph facts:\n" + "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON shape of ``medvlm kg query --json``."""
+        return {
+            "entities": [
+                {"text": e.text, "node": e.node, "name": e.name, "negated": e.negated, "uncertain": e.uncertain}
+                for e in self.entities
+            ],
+            "results": [
+                {"node": r.node, "name": r.name, "score": round(r.score, 4), "facts": [asdict(f) for f in r.facts]}
+                for r in self.results
+            ],
+        }
+
+
+def compositions_from_graph(graph: KnowledgeGraph) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Map ``(anatomy, visual attribute)`` to the findings located there with that attribute.
+
+    Only pairs naming at most two findings are kept (a pair that fits many findings says little).
+
+    Args:
+        graph: the knowledge graph.
+
+    Returns:
+        The composition table for :class:`~knowledge_graph.linking.EntityLinker`.
+    """
+    table: dict[tuple[str, str], list[str]] = {}
+    for n in graph.nodes([NodeType.FINDING]):
+        edges = graph.out_edges(n.id)
+        places = [e.target for e in edges if e.type is EdgeType.LOCATED_IN]
+        attrs = [e.target for e in edges if e.type is EdgeType.HAS_VISUAL_ATTRIBUTE]
+        for a in places:
+            for v in attrs:
+                table.setdefault((a, v), []).append(n.id)
+    return {k: tuple(v) for k, v in table.items() if len(v) <= 2}
+
+
+class Retriever:
+    """Entity linking + dense search + k-hop expansion over the knowledge graph."""
+
+    def __init__(
+        self, graph: KnowledgeGraph, index: DenseIndex | None, embedder: Embedder | None, hops: int = 1
+    ) -> None:
+        """Assemble a retriever from its parts.
+
+        Args:
+            graph: the knowledge graph.
+            index: dense index of node texts, or None for linking and expansion only.
+            embedder: embeds queries (the one that built ``index``); None disables dense search.
+            hops: expansion depth from linked nodes.
+        """
+        self.graph = graph
+        self.index = index
+        self.embedder = embedder
+        self.hops = hops
+        self.linker = EntityLinker(graph.nodes(), compositions=compositions_from_graph(graph))
+
+    @classmethod
+    def from_default(
+        cls, cache_dir: Path | None = None, data_dir: Path = DEFAULT_DATA_DIR, embedder: Embedder | None = None
+    ) -> Retriever:
+        """Load the packaged graph and the dense index, building the index if missing or stale.
+
+        Args:
+            cache_dir: where the index lives; ``$MEDVLM_HOME/kg`` (or ``~/.cache/medvlm/kg``)
+                when None.
+            data_dir: the graph's YAML directory.
+            embedder: query/node embedder; MiniLM when None.
+
+        Returns:
+            A ready retriever.
+
+        Raises:
+            KgError: if the graph is invalid or the index cannot be built or read.
+        """
+        from knowledge_graph.index import MiniLMEmbedder
+
+        cache = cache_dir or default_cache_dir()
+        graph = load_graph(data_dir)
+        emb = embedder or MiniLMEmbedder()
+        index = ensure_index(graph, emb, cache)
+        return cls(graph, index, emb)
+
+    def retrieve(self, text: str, k: int = 5) -> Retrieval:
+        """Link, search, expand and rank.
+
+        Args:
+            text: question, report text or a draft answer.
+            k: number of result nodes.
+
+        Returns:
+            The retrieval: entities (all mentions), top-``k`` results with facts.
+        """
+        entities = self.linker.link(text)
+        negated = {e.node for e in entities if e.negated}
+        asserted = {e.node for e in entities if not e.negated}
+        negated -= asserted  # mentioned both ways ("no new effusion; small effusion"): keep it
+        scores: dict[str, float] = {}
+        dense: dict[str, float] = {}
+        for e in entities:
+            if e.negated or self.graph.node(e.node).type not in RETRIEVABLE_TYPES:
+                continue
+            s = 0.9 if e.fuzzy else 0.95 if e.uncertain else 1.0
+            scores[e.node] = max(scores.get(e.node, 0.0), s)
+        if self.index is not None and self.embedder is not None and text.strip():
+            q = self.embedder.encode([text])[0]
+            for node, sim in self.index.search(q, max(4 * k, 20)):
+                dense[node] = max(sim, 0.0)
+        self._expand(scores, negated)
+        final = {n: s for n, s in scores.items()}
+        for n, sim in dense.items():
+            final[n] = max(final.get(n, 0.0), 0.8 * sim)
+        for n in final:
+            final[n] += 0.05 * dense.get(n, 0.0)
+        ranked = sorted(
+            ((n, s) for n, s in final.items() if n not in negated and n in self.graph),
+            key=lambda x: (-x[1], x[0]),
+        )[:k]
+        results = [Result(n, self.graph.node(n).name, s, self.facts(n)) for n, s in ranked]
+        return Retrieval(entities, results, [f for r in results for f in r.facts])
+
+    def _expand(self, scores: dict[str, float], negated: set[str]) -> None:
+        frontier = dict(scores)
+        for _ in range(self.hops):
+            nxt: dict[str, float] = {}
+            for node, s in frontier.items():
+                for e in self.graph.out_edges(node):
+                    t = e.target
+                    if e.type in _EXPAND_EDGES and t not in negated:
+                        if self.graph.node(t).type in RETRIEVABLE_TYPES:
+                            nxt[t] = max(nxt.get(t, 0.0), 0.5 * s)
+            for t, s in nxt.items():
+                scores[t] = max(scores.get(t, 0.0), s)
+            frontier = nxt
+
+    def facts(self, node_id: str) -> list[Fact]:
+        """Return the citable facts about one node: definition, appearance, edges, codes.
+
+        Args:
+            node_id: a node id.
+
+        Returns:
+            Facts, definition first.
+        """
+        n = self.graph.node(node_id)
+        src = n.provenance.label()
+        name = _cap(n.name)
+        out = [Fact(n.id, n.name, f"{name}: {n.definition}", src, "definition")]
+        if n.visual:
+            out.append(Fact(n.id, n.name, f"Appearance of {n.name}: {n.visual}", src, "visual"))
+        grouped: dict[tuple[EdgeType, str], list[str]] = {}
+        for e in self.graph.out_edges(node_id):
+            grouped.setdefault((e.type, e.provenance.label()), []).append(self._label(e.target))
+        for (etype, source), targets in sorted(grouped.items(), key=lambda x: list(EdgeType).index(x[0][0])):
+            text = _RELATION_TEXT[etype].format(name=name, targets="; ".join(targets))
+            out.append(Fact(n.id, n.name, text, source, etype.value))
+        signs = [
+            self.graph.node(e.source).name
+            for e in self.graph.in_edges(node_id)
+            if e.type is EdgeType.SUGGESTS and self.graph.node(e.source).type is NodeType.IMAGING_SIGN
+        ]
+        if signs:
+            out.append(Fact(n.id, n.name, f"Signs suggesting {n.name}: {'; '.join(signs)}.", src, "suggested_by"))
+        out.extend(self._xref_facts(n))
+        return out
+
+    def _label(self, node_id: str) -> str:
+        t = self.graph.node(node_id)
+        return f"{t.name} ({t.kind})" if t.kind else t.name
+
+    @staticmethod
+    def _xref_facts(n: Node) -> Iterable[Fact]:
+        # xrefs: {"icd10cm": "J90", "icd10cm_label": "...", "icd10cm_source": "simple-icd-10-cm@1.5.0"}
+        for system, code in sorted(n.xrefs.items()):
+            if system.endswith(("_label", "_source")):
+                continue
+            desc = n.xrefs.get(f"{system}_label", "")
+            source = n.xrefs.get(f"{system}_source", n.provenance.label())
+            text = f"{_cap(n.name)} cross-reference {system.upper()} {code}" + (f" ({desc})." if desc else ".")
+            yield Fact(n.id, n.name, text, source, "xref")
+
+
+def ensure_index(graph: KnowledgeGraph, embedder: Embedder, cache_dir: Path, rebuild: bool = False) -> DenseIndex:
+    """Load the dense index from ``cache_dir``, building and saving it if missing or stale.
+
+    Args:
+        graph: the knowledge graph.
+        embedder: the embedder (its name must match the saved index).
+        cache_dir: index directory.
+        rebuild: build even when a current index exists.
+
+    Returns:
+        The index.
+
+    Raises:
+        KgError: if it cannot be built, written or read.
+    """
+    if not rebuild and (cache_dir / "index.json").exists():
+        index = DenseIndex.load(cache_dir)
+        if index.fingerprint == graph.fingerprint() and index.model == embedder.name:
+            return index
+        logger.info("dense index in %s is stale; rebuilding", cache_dir)
+    index = DenseIndex.build(graph, embedder)
+    index.save(cache_dir)
+    return index
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
