@@ -316,7 +316,7 @@ def plan_tiles(
     *,
     tile_px: int = 224,
     target_mpp: float = 0.5,
-    min_tissue: float = 0.5,
+    min_tissue: float = 0.25,
 ) -> list[TileSpec]:
     """Plan a grid of tiles at a target resolution, keeping those over a tissue fraction.
 
@@ -449,7 +449,10 @@ def slide_views(
                 warnings=tuple(notes),
             )
         ]
-        plan = plan_tiles(info, mask, saturation_of(thumb), tile_px=tile_px, target_mpp=target_mpp)
+        sat = saturation_of(thumb)
+        plan = plan_tiles(info, mask, sat, tile_px=tile_px, target_mpp=target_mpp)
+        if not plan and mask.any():  # sparse tissue: take the best tiles that touch it at all
+            plan = plan_tiles(info, mask, sat, tile_px=tile_px, target_mpp=target_mpp, min_tissue=1e-6)
         for tile in top_tiles(plan, max_tiles):
             views.append(
                 ImageView(

@@ -1,0 +1,185 @@
+"""Bad inputs: each gets a one-sentence error and the run goes on; a fuzz test of the DICOM boundary."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.cli import main
+from data_prep.dicom import dicom_view, read_dataset
+from data_prep.errors import IngestError, LimitExceededError, one_sentence
+from data_prep.ingest import IngestOptions, ingest_path
+from data_prep.pseudonym import PseudonymKey
+from data_prep.types import IngestLimits
+from tests.data_prep._files import corpus_file
+from tests.data_prep._synth import ct_slice, write
+
+
+def _bad_folder(tmp: Path) -> dict[str, Path]:
+    good = corpus_file("CT_small.dcm")
+    raw = good.read_bytes()
+    files = {
+        "good.dcm": raw,
+        "text.dcm": b"hello, I am not DICOM\n" * 10,
+        "empty.dcm": b"",
+        "truncated.dcm": raw[: len(raw) - 5000],
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = tmp / name
+        paths[name].write_bytes(data)
+    lie = pydicom.dcmread(good)
+    lie.Rows = 512  # Rows that lie about the pixel data
+    paths["rows_lie.dcm"] = tmp / "rows_lie.dcm"
+    lie.save_as(paths["rows_lie.dcm"])
+    codec = pydicom.dcmread(good)
+    codec.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: no decoder installed
+    from pydicom.encaps import encapsulate
+
+    codec.PixelData = encapsulate([b"\x00" * 64])
+    codec["PixelData"].VR = "OB"
+    paths["mpeg2.dcm"] = tmp / "mpeg2.dcm"
+    codec.save_as(paths["mpeg2.dcm"], enforce_file_format=True)
+    bomb = ct_slice(0, z=0, instance=1, series_uid="1.2.3.4")
+    bomb.Rows = bomb.Columns = 60000  # a tiny file that claims 3.6 gigapixels
+    paths["bomb.dcm"] = tmp / "bomb.dcm"
+    write(bomb, str(paths["bomb.dcm"]))
+    (tmp / "noslide.svs").write_bytes(b"II*\x00" + b"\x00" * 100)
+    paths["noslide.svs"] = tmp / "noslide.svs"
+    return paths
+
+
+def test_each_bad_input_gets_a_clear_error_and_the_run_goes_on(
+    tmp_path: Path, key: PseudonymKey, capfd: pytest.CaptureFixture[str]
+) -> None:
+    paths = _bad_folder(tmp_path)
+    args = ["ingest", "--json", *map(str, paths.values()), str(tmp_path / "missing.dcm")]
+    code = main(args)
+    out, err = capfd.readouterr()
+    lines = {Path(d["source"]).name: d for d in map(json.loads, out.splitlines())}
+    assert code == 1 and "Traceback" not in err
+    assert lines["good.dcm"]["status"] == "ok"
+    expect = {
+        "text.dcm": "not a DICOM file",
+        "empty.dcm": "empty",
+        "truncated.dcm": "",
+        "rows_lie.dcm": "less pixel data",
+        "mpeg2.dcm": "no installed decoder",
+        "bomb.dcm": "pixel limit",
+        "noslide.svs": "not a whole-slide image",
+        "missing.dcm": "does not exist",
+    }
+    for name, fragment in expect.items():
+        d = lines[name]
+        assert d["status"] == "error", name
+        assert fragment in d["error"], (name, d["error"])
+        assert d["error"].count(". ") == 0 and d["error"].endswith(".")
+    assert main(["ingest", str(paths["good.dcm"])]) == 0
+    capfd.readouterr()
+
+
+def test_usage_errors_exit_2(capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["ingest"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["ingest", "x.dcm", "--preset", "nonsense"])
+    assert info.value.code == 2
+    assert main(["ingest", "x.dcm", "--frame", "-1"]) == 2
+    capfd.readouterr()
+
+
+def test_limits_cap_frames_and_bytes(key: PseudonymKey) -> None:
+    path = corpus_file("emri_small.dcm")
+    ds = read_dataset(path, name=path.name, limits=IngestLimits())
+    with pytest.raises(LimitExceededError, match="frame limit"):
+        dicom_view(ds, name=path.name, limits=IngestLimits(max_frames=5), key=key)
+    with pytest.raises(LimitExceededError, match="byte limit"):
+        dicom_view(ds, name=path.name, limits=IngestLimits(max_uncompressed_bytes=1000), key=key)
+    with pytest.raises(LimitExceededError):
+        read_dataset(path, name=path.name, limits=IngestLimits(max_file_bytes=100))
+    with pytest.raises(ValueError):
+        IngestLimits(max_pixels=0)
+
+
+def test_unsafe_zip_members_are_refused(tmp_path: Path, key: PseudonymKey) -> None:
+    archive = tmp_path / "evil.zip"
+    good = corpus_file("CT_small.dcm").read_bytes()
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ok/good.dcm", good)
+        zf.writestr("../escape.dcm", good)
+        zf.writestr("/etc/abs.dcm", good)
+        link = zipfile.ZipInfo("link.dcm")
+        link.create_system = 3
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/etc/passwd")
+        zf.writestr("bomb.dcm", b"\x00" * (5 * 1024 * 1024))  # ratio ~1000:1
+    reports = list(ingest_path([archive], options=IngestOptions(key=key)))
+    by = {r.source.split("!")[-1]: r for r in reports}
+    assert by["ok/good.dcm"].status == "ok"
+    assert "'..'" in (by["../escape.dcm"].error or "")
+    assert "absolute" in (by["/etc/abs.dcm"].error or "")
+    assert "symbolic link" in (by["link.dcm"].error or "")
+    assert "zip bomb" in (by["bomb.dcm"].error or "")
+    assert not (tmp_path.parent / "escape.dcm").exists()
+    notzip = tmp_path / "fake.zip"
+    notzip.write_bytes(b"PK not really")
+    [r] = list(ingest_path([notzip], options=IngestOptions(key=key)))
+    assert r.status == "error" and "zip" in (r.error or "")
+
+
+def test_one_sentence() -> None:
+    assert one_sentence(IngestError("x.dcm is bad\n  really")) == "x.dcm is bad really."
+    assert one_sentence(KeyError("k")).startswith("unexpected KeyError")
+    assert len(one_sentence(IngestError("a" * 1000))) <= 300
+
+
+def _seed() -> bytes:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("CT_small.dcm")
+    return Path(str(path)).read_bytes() if path else b""
+
+
+_SEED = _seed()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@settings(max_examples=60, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cut=st.integers(min_value=0, max_value=len(_SEED)),
+    pos=st.integers(min_value=0, max_value=max(len(_SEED) - 1, 0)),
+    junk=st.binary(min_size=0, max_size=16),
+)
+def test_fuzz_dicom_boundary_never_crashes(cut: int, pos: int, junk: bytes) -> None:
+    """Mutated real files either decode or raise IngestError/ValueError; nothing else escapes."""
+    data = bytearray(_SEED[:cut])
+    data[pos : pos + len(junk)] = junk
+    key = PseudonymKey(b"fuzz-key-0123456789", "t")
+    try:
+        ds = read_dataset(bytes(data), name="fuzz.dcm", limits=IngestLimits())
+        view, _ = dicom_view(ds, name="fuzz.dcm", limits=IngestLimits(), key=key)
+        assert view.pixels.dtype.name == "uint8"
+    except (IngestError, ValueError) as e:
+        assert one_sentence(e)
+
+
+def test_fuzz_through_ingest_reports(tmp_path: Path, key: PseudonymKey) -> None:
+    buf = io.BytesIO(_SEED)
+    data = bytearray(buf.getvalue())
+    paths = []
+    for i, cut in enumerate(range(200, len(data), max(1, len(data) // 12))):
+        p = tmp_path / f"cut{i}.dcm"
+        p.write_bytes(bytes(data[:cut]))
+        paths.append(p)
+    reports = list(ingest_path(paths, options=IngestOptions(key=key)))
+    assert len(reports) == len(paths)
+    assert all(r.status == "error" and r.error for r in reports if r.status != "ok")
