@@ -27,6 +27,7 @@ import numpy as np
 from data_prep.phantoms.catalogue import Catalogue, load_catalogue
 from data_prep.phantoms.ct import REGION_FINDINGS, CtRender, render_ct, sample_ct_findings
 from data_prep.phantoms.cxr import CxrAnatomy, CxrRender, render_cxr, sample_anatomy, with_ctr
+from data_prep.phantoms.pathology import PatchRender, render_patch
 from data_prep.phantoms.qa import QA, Balancer, caption, probe_pairs, questions
 from data_prep.phantoms.report_errors import InjectedError, error_json, error_record
 from data_prep.phantoms.reports import Report, write_report
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 GENERATOR_VERSION = "phantoms-0.1.0"
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
-SUPPORTED_KINDS = ("cxr", "ct")
+SUPPORTED_KINDS = ("cxr", "ct", "slide")
 FILES = ("captions", "vqa", "probes", "reports", "report_errors")
 _PATIENT_OFFSET = 10**9
 
@@ -53,7 +54,8 @@ class Sample:
     Attributes:
         spec: ground truth.
         split: ``train``, ``val`` or ``test`` (by patient).
-        pixels: ``(size, size)`` float32 in [0, 1], MONOCHROME2 meaning.
+        pixels: float32 in [0, 1]: ``(size, size)`` greyscale (MONOCHROME2 meaning) for cxr and
+            ct, ``(size, size, 3)`` RGB for slide.
         caption: one-sentence caption.
         qas: question-answer pairs.
         probes: ProbMed-style probe records (without ``image``).
@@ -72,6 +74,7 @@ class Sample:
     report: Report | None = None
     report_error: InjectedError | None = None
     ct: CtRender | None = None
+    patch: PatchRender | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -204,9 +207,25 @@ def _ct_sample(st: _State, base: StudySpec, split: str, rng: np.random.Generator
     )
 
 
+def _slide_sample(st: _State, base: StudySpec, split: str, rng: np.random.Generator) -> Sample:
+    findings = balance_attributes(sample_findings(st.cat, "slide", rng), st.cat, st.attr_counts[split], rng)
+    spec = replace(base, findings=findings, region="tissue")
+    patch = render_patch(findings, st.size, rng)
+    return Sample(
+        spec=spec,
+        split=split,
+        pixels=patch.pixels,
+        caption=caption(spec, rng),
+        qas=questions(spec, st.cat, rng, st.balancers[split]),
+        probes=probe_pairs(spec, st.cat, rng),
+        patch=patch,
+    )
+
+
 _RENDERERS: dict[str, Callable[[_State, StudySpec, str, np.random.Generator], Sample]] = {
     "cxr": _cxr_sample,
     "ct": _ct_sample,
+    "slide": _slide_sample,
 }
 
 
@@ -284,7 +303,7 @@ def _records(sample: Sample, image: str) -> dict[str, list[dict[str, Any]]]:
 def _write_png(path: Path, pixels: np.ndarray) -> None:
     from PIL import Image
 
-    Image.fromarray(np.round(pixels * 255.0).astype(np.uint8), mode="L").save(path, optimize=False)
+    Image.fromarray(np.round(pixels * 255.0).astype(np.uint8)).save(path, optimize=False)
 
 
 def _write_dicom(folder: Path, sample: Sample, seed: int) -> None:
@@ -293,6 +312,12 @@ def _write_dicom(folder: Path, sample: Sample, seed: int) -> None:
     sid = sample.spec.study_id
     if sample.ct is not None:
         write_ct_series(folder / sid, sample, seed=seed)
+    elif sample.patch is not None:
+        from data_prep.phantoms.pathology import write_slide
+
+        write_slide(
+            folder / f"{sid}.svs", sample.patch, np.random.default_rng([seed, 9, int(sid.rsplit("-", 1)[1])])
+        )
     elif sample.render is not None:
         write_cxr_dicom(folder / f"{sid}.dcm", sample, seed=seed)
 

@@ -26,7 +26,7 @@ NAMES = {
     "tumor": "tumor",
     "necrosis": "necrosis",
     "inflammation": "inflammation",
-    "mitosis": "mitotic figure",
+    "mitosis": "mitosis",
 }
 LOBES = {
     "right_upper": "right upper lobe",
@@ -45,6 +45,7 @@ _MASS_NOUNS = {
     "normal_tissue",
     "tumor",
     "intracranial_hemorrhage",
+    "mitosis",
 }
 
 
@@ -145,7 +146,7 @@ def findings_list(spec: StudySpec, rng: np.random.Generator | None = None) -> st
     """Comma-joined description of all findings, or ``"no acute abnormality"``."""
     parts = [describe(f, rng) for f in spec.findings]
     if not parts:
-        return "no acute abnormality"
+        return "normal tissue" if spec.kind == "slide" else "no acute abnormality"
     if len(parts) == 1:
         return parts[0]
     return ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -57,6 +57,11 @@ _CAPTIONS_NORMAL = (
     "{Mod}: no abnormal finding.",
     "This {mod} is unremarkable.",
 )
+_CAPTIONS_NORMAL_SLIDE = (
+    "H&E-stained tissue patch with normal glands and no tumor.",
+    "Normal tissue: regular glands with uniform nuclei.",
+    "This H&E-stained patch shows normal tissue.",
+)
 _OTHER_MODALITY = {
     "cxr": ("a CT scan", "a histopathology slide"),
     "ct": ("a chest radiograph", "a histopathology slide"),
@@ -109,6 +114,10 @@ def caption(spec: StudySpec, rng: np.random.Generator) -> str:
     mod = MODALITY[spec.kind]
     if spec.kind == "ct":
         mod = f"axial {spec.region} CT" if spec.region else "axial CT"
+    if spec.kind == "slide":
+        mod = "H&E-stained tissue patch"
+        if spec.is_normal:
+            return _pick(rng, _CAPTIONS_NORMAL_SLIDE)
     if spec.is_normal:
         t = _pick(rng, _CAPTIONS_NORMAL)
         return t.format(mod=mod, Mod=mod[0].upper() + mod[1:])

@@ -1,0 +1,221 @@
+"""H&E-like pathology phantoms: tissue patches with labelled regions, and pyramidal slides.
+
+A patch is an RGB image at 0.5 microns per pixel: pink eosin stroma with normal glands (a white
+lumen ringed by evenly spaced, uniform nuclei). Findings change it in labelled regions:
+
+- ``tumor``: crowded, large, hyperchromatic nuclei of varying size and shape (pleomorphism), no glands;
+- ``necrosis``: pale eosinophilic debris with small fragmented nuclear dust and no intact nuclei;
+- ``inflammation``: a dense infiltrate of small, round, dark lymphocyte nuclei;
+- ``mitosis``: one to three dark, irregular, condensed chromatin figures.
+
+Nuclei are stamped as impulses and blurred with (anisotropic) Gaussians, which is fast at any
+size. A slide (``write_slide``) is normal tissue with the patch pasted at its centre, written with
+``data_prep.slide_writer.write_pyramidal_svs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from data_prep.phantoms.spec import Finding
+
+MPP = 0.5
+_STROMA = np.array([232.0, 160.0, 196.0], dtype=np.float32)
+_NECROSIS = np.array([242.0, 196.0, 214.0], dtype=np.float32)
+_NUCLEUS = np.array([72.0, 42.0, 120.0], dtype=np.float32)
+_LUMEN = np.array([246.0, 242.0, 246.0], dtype=np.float32)
+_GLASS = np.array([244.0, 244.0, 244.0], dtype=np.float32)
+
+
+@dataclass
+class PatchRender:
+    """A rendered tissue patch.
+
+    Attributes:
+        rgb: ``(size, size, 3)`` uint8.
+        masks: boolean ``(size, size)`` region per finding id (``mitosis``: the figures).
+        nuclear_density: ``(size, size)`` float32 nuclear stain fraction in [0, 1].
+        mitosis_centers: ``(y, x)`` of each mitotic figure.
+    """
+
+    rgb: np.ndarray
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    nuclear_density: np.ndarray | None = None
+    mitosis_centers: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """Float RGB in [0, 1], ``(size, size, 3)``."""
+        return self.rgb.astype(np.float32) / 255.0
+
+
+def _nuclei(
+    shape: tuple[int, int],
+    density: float,
+    mask: np.ndarray,
+    sigma: tuple[float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Blurred impulses at random points inside ``mask``, normalised so a nucleus peaks near 1."""
+    imp = np.zeros(shape, dtype=np.float32)
+    n = rng.poisson(density * float(mask.sum()))
+    if n == 0:
+        return imp
+    ys, xs = np.nonzero(mask)
+    idx = rng.integers(len(ys), size=n)
+    np.add.at(imp, (ys[idx], xs[idx]), 1.0)
+    out = ndimage.gaussian_filter(imp, sigma=sigma)
+    return out * (2 * np.pi * sigma[0] * sigma[1]) * 1.6
+
+
+def _blob(shape: tuple[int, int], frac: float, rng: np.random.Generator, smooth: float) -> np.ndarray:
+    """A smooth random region covering about ``frac`` of the image."""
+    field_ = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), smooth)
+    return field_ > np.quantile(field_, 1.0 - frac)
+
+
+def _glands(shape: tuple[int, int], scale: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Lumen mask and ring of evenly spaced nuclei of normal glands."""
+    h, w = shape
+    lumen = np.zeros(shape, dtype=bool)
+    ring = np.zeros(shape, dtype=np.float32)
+    yy, xx = np.ogrid[:h, :w]
+    step = 46.0 * scale
+    for gy in np.arange(step / 2, h, step):
+        for gx in np.arange(step / 2, w, step):
+            cy, cx = gy + rng.uniform(-9, 9) * scale, gx + rng.uniform(-9, 9) * scale
+            r = rng.uniform(9, 13) * scale
+            lumen |= (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+            k = max(int(2 * np.pi * (r + 4 * scale) / (7 * scale)), 6)
+            for a in np.linspace(0, 2 * np.pi, k, endpoint=False):
+                y, x = int(cy + (r + 3.5 * scale) * np.sin(a)), int(cx + (r + 3.5 * scale) * np.cos(a))
+                if 0 <= y < h and 0 <= x < w:
+                    ring[y, x] = 1.0
+    sig = 1.6 * scale
+    ring = ndimage.gaussian_filter(ring, sig) * (2 * np.pi * sig * sig) * 1.4
+    return lumen, ring
+
+
+def render_patch(findings: tuple[Finding, ...], size: int, rng: np.random.Generator) -> PatchRender:
+    """Render an H&E-like patch with the findings in labelled regions.
+
+    Args:
+        findings: pathology findings (``tumor``, ``necrosis``, ``inflammation``, ``mitosis``).
+        size: side length in pixels (features scale with ``size / 256``).
+        rng: random generator.
+
+    Returns:
+        The patch and its region masks.
+
+    Raises:
+        ValueError: on a finding that is not a pathology finding.
+    """
+    ids = {f.id for f in findings}
+    bad = ids - {"tumor", "necrosis", "inflammation", "mitosis"}
+    if bad:
+        raise ValueError(f"cannot draw {sorted(bad)} on a pathology patch")
+    shape = (size, size)
+    scale = size / 256.0
+    masks: dict[str, np.ndarray] = {}
+    free = np.ones(shape, dtype=bool)
+    for fid, frac in (("necrosis", 0.22), ("inflammation", 0.22), ("tumor", 0.45)):
+        if fid in ids:
+            region = _blob(shape, frac * rng.uniform(0.8, 1.2), rng, 14 * scale) & free
+            masks[fid] = region
+            free &= ~region
+    normal = free
+    lumen, ring = _glands(shape, scale, rng)
+    lumen &= normal
+    stain = np.zeros(shape, dtype=np.float32)
+    stain += ring * normal
+    stain += _nuclei(
+        shape, 0.002 / scale**2, normal & ~lumen, (1.5 * scale, 2.5 * scale), rng
+    )  # stromal cells
+    if "tumor" in masks:
+        for sig in ((2.2, 2.8), (3.0, 3.0), (2.0, 3.8), (3.6, 2.4)):  # pleomorphic nuclei
+            stain += _nuclei(shape, 0.002 / scale**2, masks["tumor"], (sig[0] * scale, sig[1] * scale), rng)
+    if "inflammation" in masks:
+        stain += 1.3 * _nuclei(shape, 0.03 / scale**2, masks["inflammation"], (1.3 * scale, 1.3 * scale), rng)
+    if "necrosis" in masks:
+        stain += 0.7 * _nuclei(shape, 0.01 / scale**2, masks["necrosis"], (0.6 * scale, 0.6 * scale), rng)
+    centers: list[tuple[int, int]] = []
+    if "mitosis" in ids:
+        where = masks.get("tumor", normal & ~lumen)
+        ys, xs = np.nonzero(where if where.any() else np.ones(shape, dtype=bool))
+        fig = np.zeros(shape, dtype=np.float32)
+        for _ in range(int(rng.integers(1, 4))):
+            j = int(rng.integers(len(ys)))
+            cy, cx = int(ys[j]), int(xs[j])
+            centers.append((cy, cx))
+            for _arm in range(6):  # a clump of condensed chromatin arms
+                dy, dx = rng.normal(0, 1.8 * scale, 2)
+                y, x = int(np.clip(cy + dy, 0, size - 1)), int(np.clip(cx + dx, 0, size - 1))
+                fig[y, x] += 1.0
+        fig = ndimage.gaussian_filter(fig, 1.0 * scale) * (2 * np.pi * scale * scale) * 1.5
+        masks["mitosis"] = fig > 0.5
+        stain += 1.6 * fig
+    stain = np.clip(stain, 0.0, 1.0)
+    base = np.empty((*shape, 3), dtype=np.float32)
+    base[:] = _STROMA
+    base[lumen] = _LUMEN
+    if "necrosis" in masks:
+        base[masks["necrosis"]] = _NECROSIS
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.5 * scale)
+    base += 10.0 * texture[..., None]
+    rgb = base * (1.0 - stain[..., None]) + _NUCLEUS * stain[..., None]
+    rgb *= rng.uniform(0.93, 1.07, size=3).astype(np.float32)  # stain variation between labs
+    rgb += rng.normal(0, 3.0, rgb.shape).astype(np.float32)
+    return PatchRender(
+        rgb=np.clip(rgb, 0, 255).astype(np.uint8), masks=masks, nuclear_density=stain, mitosis_centers=centers
+    )
+
+
+def slide_image(patch: PatchRender, rng: np.random.Generator, factor: int = 4) -> np.ndarray:
+    """A larger slide: normal tissue on glass, with ``patch`` pasted at the centre.
+
+    Args:
+        patch: the labelled patch (its findings are the slide's findings).
+        rng: random generator.
+        factor: slide side = ``factor`` x patch side.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    size = patch.rgb.shape[0]
+    side = size * factor
+    # normal tissue at the patch's magnification: tile patch-size renders
+    rows = [
+        np.concatenate([render_patch((), size, rng).rgb for _ in range(factor)], axis=1)
+        for _ in range(factor)
+    ]
+    tissue = np.concatenate(rows, axis=0).astype(np.float32)
+    yy, xx = np.ogrid[:side, :side]
+    outline = ((yy - side / 2) / (side * 0.46)) ** 2 + ((xx - side / 2) / (side * 0.42)) ** 2 <= 1.0
+    img = np.where(outline[..., None], tissue, _GLASS)
+    c = side // 2 - size // 2
+    img[c : c + size, c : c + size] = patch.rgb
+    return img.astype(np.uint8)
+
+
+def write_slide(path: Path, patch: PatchRender, rng: np.random.Generator) -> Path:
+    """Write a pyramidal SVS slide holding ``patch`` at its centre (0.5 mpp, 20x).
+
+    Args:
+        path: output ``.svs`` file.
+        patch: the labelled patch.
+        rng: random generator.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OSError: if the file cannot be written.
+    """
+    from data_prep.slide_writer import write_pyramidal_svs
+
+    write_pyramidal_svs(path, slide_image(patch, rng), mpp=MPP, app_mag=20, tile=256)
+    return path
