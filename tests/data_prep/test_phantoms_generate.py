@@ -32,17 +32,17 @@ def test_closed_questions_cannot_be_answered_blind(kinds: tuple[str, ...]) -> No
         if qa.question_type == "closed"
     ]
     overall, per = _blind_accuracy([(t, a) for t, a, _ in closed])
-    assert len(closed) > 200
+    assert len(closed) > 120
     assert overall <= 0.55, per
     # also when the blind model conditions on the finding named in the question
     overall_f, per_f = _blind_accuracy([(f"{t}:{f}", a) for t, a, f in closed])
     assert overall_f <= 0.55, per_f
-    expected: dict[tuple[str, ...], set[str]] = {
-        ("cxr",): {"existence", "normal", "laterality", "zone", "severity", "lobe", "mc_finding"},
-        ("ct",): {"existence", "normal", "laterality", "zone", "severity"},
-        ("slide",): {"existence", "normal", "mc_finding"},
-    }[kinds]
-    assert expected <= set(per)
+    templates: dict[str, set[str]] = {
+        "cxr": {"existence", "normal", "laterality", "zone", "severity", "lobe", "mc_finding"},
+        "ct": {"existence", "normal", "laterality", "zone", "severity"},
+        "slide": {"existence", "normal", "mc_finding"},
+    }
+    assert templates[kinds[0]] <= set(per)
 
 
 def test_splits_are_by_patient_and_cover_all_studies() -> None:
