@@ -16,6 +16,7 @@ and the best round of each is reported (the machine may be shared).
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import time
 import warnings
@@ -100,6 +101,7 @@ def main() -> None:
     print(f"baseline dcmread+pixel_array: {n / best_b:.1f} files/s ({best_b:.2f} s)")
     print(f"pipeline read+decode+LUT+window+id: {n / best_p:.1f} files/s ({best_p:.2f} s)")
     print(f"ratio pipeline/baseline speed: {best_b / best_p:.2f}x")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ alpha flattened onto white) with a thread pool; planning (thumbnail, Otsu mask) 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -51,13 +52,14 @@ def main() -> None:
             t_plan = time.perf_counter() - t0
             if args.max_tiles:
                 plan = plan[: args.max_tiles]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             n = sum(1 for _ in iter_tiles(reader, plan, workers=args.workers))
-            t_read = time.perf_counter() - t0
+            t_read, c_read = time.perf_counter() - t0, time.process_time() - c0
     print(f"planning (thumbnail + Otsu mask + plan): {t_plan:.2f} s; tissue tiles: {len(plan)}")
     print(
         f"read {n} tiles of 224 px at 0.5 um/px with {args.workers} worker(s): {n / t_read:.0f} tiles/s "
-        f"({t_read:.1f} s)"
+        f"wall ({t_read:.1f} s); CPU {c_read:.1f} s = {n / max(c_read, 1e-9):.0f} tiles per CPU-second; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
 
 
