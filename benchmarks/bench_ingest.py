@@ -16,8 +16,8 @@ and the best round of each is reported (the machine may be shared).
 from __future__ import annotations
 
 import argparse
-import os
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
