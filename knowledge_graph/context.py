@@ -23,7 +23,8 @@ from knowledge_graph.text import tokens
 
 RULES_PATH = Path(__file__).resolve().parent / "resources" / "context_rules.yaml"
 _QUESTION_WORDS = frozenset(
-    "is are does do did can could where what how which should was were will would has have why".split()
+    {"is", "are", "does", "do", "did", "can", "could", "where", "what", "how", "which", "should"}
+    | {"was", "were", "will", "would", "has", "have", "why"}
 )
 
 

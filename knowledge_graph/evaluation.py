@@ -112,8 +112,12 @@ def evaluate(retriever: Retriever, queries: list[Query], k: int = 5) -> EvalRepo
             unc_ok += any(e.uncertain for e in gold_mentions)
         if not hit:
             failures.append(
-                {"q": q.q, "gold": q.gold, "results": [x.node for x in r.results],
-                 "entities": [(e.node, e.negated) for e in r.entities]}
+                {
+                    "q": q.q,
+                    "gold": q.gold,
+                    "results": [x.node for x in r.results],
+                    "entities": [(e.node, e.negated) for e in r.entities],
+                }
             )
     return EvalReport(
         k=k,

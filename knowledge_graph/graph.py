@@ -74,18 +74,20 @@ class RawGraph:
     files: list[Path] = field(default_factory=list)
 
 
-def data_files(data_dir: Path = DEFAULT_DATA_DIR) -> list[Path]:
+def data_files(data_dir: Path = DEFAULT_DATA_DIR, exclude: Iterable[Path] = ()) -> list[Path]:
     """List the YAML files of a data directory: curated files first, then ``imported/``.
 
     Args:
         data_dir: the directory holding ``*.yaml`` files and an optional ``imported/`` folder.
+        exclude: files to leave out (an importer regenerating its own file).
 
     Returns:
         Sorted paths; imported files come after curated ones so that they can enrich them.
     """
+    skip = {p.resolve() for p in exclude}
     curated = sorted(data_dir.glob("*.yaml"))
     imported = sorted((data_dir / "imported").glob("*.yaml"))
-    return curated + imported
+    return [p for p in curated + imported if p.resolve() not in skip]
 
 
 def _as_list(value: Any) -> list[str]:
@@ -167,11 +169,12 @@ def _apply_enrichment(raw: RawGraph, entries: Iterable[dict[str, Any]]) -> None:
                 raw.edges.append(Edge(source=node_id, target=target, type=etype, provenance=prov))
 
 
-def read_raw(data_dir: Path = DEFAULT_DATA_DIR) -> RawGraph:
+def read_raw(data_dir: Path = DEFAULT_DATA_DIR, exclude: Iterable[Path] = ()) -> RawGraph:
     """Read every YAML file of ``data_dir`` without validating the graph as a whole.
 
     Args:
         data_dir: directory of curated ``*.yaml`` files (and ``imported/``).
+        exclude: files to leave out.
 
     Returns:
         The raw nodes, edges and per-file problems.
@@ -179,7 +182,7 @@ def read_raw(data_dir: Path = DEFAULT_DATA_DIR) -> RawGraph:
     Raises:
         KgError: if the directory does not exist or holds no YAML file.
     """
-    files = data_files(data_dir)
+    files = data_files(data_dir, exclude)
     if not files:
         raise KgError(f"reading knowledge graph: no YAML files under {data_dir}")
     raw = RawGraph(files=files)
@@ -211,7 +214,7 @@ class KnowledgeGraph:
         for e in edges:
             if e.source not in self.g or e.target not in self.g:
                 raise KgError(f"building graph: dangling edge {e.source} -{e.type}-> {e.target}")
-            self.g.add_edge(e.source, e.target, key=e.type.value, edge=e)
+            self.g.add_edge(e.source, e.target, key=f"{e.type.value}|{e.provenance.label()}", edge=e)
 
     def __contains__(self, node_id: object) -> bool:
         return node_id in self.g
@@ -277,11 +280,12 @@ class KnowledgeGraph:
         }
 
 
-def load_graph(data_dir: Path = DEFAULT_DATA_DIR) -> KnowledgeGraph:
+def load_graph(data_dir: Path = DEFAULT_DATA_DIR, exclude: Iterable[Path] = ()) -> KnowledgeGraph:
     """Read, validate and build the knowledge graph.
 
     Args:
         data_dir: directory of YAML files.
+        exclude: files to leave out (an importer regenerating its own file).
 
     Returns:
         The validated graph.
@@ -291,7 +295,7 @@ def load_graph(data_dir: Path = DEFAULT_DATA_DIR) -> KnowledgeGraph:
     """
     from knowledge_graph.validate import validate_raw
 
-    raw = read_raw(data_dir)
+    raw = read_raw(data_dir, exclude)
     problems = validate_raw(raw)
     if problems:
         shown = " ".join(problems[:5])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,7 +51,7 @@ class MiniLMEmbedder:
 
     dim = 384
 
-    def __init__(self, device: str = "cpu", quantize: bool = False, max_length: int = 256) -> None:
+    def __init__(self, device: str = "cpu", quantize: bool = True, max_length: int = 256) -> None:
         """Load the bundled model (about a second; nothing is downloaded).
 
         Args:
@@ -70,7 +71,11 @@ class MiniLMEmbedder:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(path, use_fast=True)
             model: Any = AutoModel.from_pretrained(path).to(device).eval()
             if quantize:
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+                with warnings.catch_warnings():  # torch deprecates the API but it is the CPU fast path
+                    warnings.simplefilter("ignore", UserWarning)
+                    model = torch.ao.quantization.quantize_dynamic(
+                        model, {torch.nn.Linear}, dtype=torch.qint8
+                    )
         except Exception as e:  # import errors and model-loading errors alike
             raise KgError(f"loading the MiniLM embedder: {e}") from e
         self.model = model
@@ -94,8 +99,11 @@ class MiniLMEmbedder:
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
                 batch = self.tokenizer(
-                    texts[i : i + batch_size], padding=True, truncation=True,
-                    max_length=self.max_length, return_tensors="pt",
+                    texts[i : i + batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
                 ).to(self.device)
                 hidden = self.model(**batch).last_hidden_state  # (b, tokens, 384)
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, tokens, 1)
@@ -123,7 +131,9 @@ class DenseIndex:
     model: str
 
     @classmethod
-    def from_vectors(cls, vectors: np.ndarray, node_ids: list[str], fingerprint: str, model: str) -> DenseIndex:
+    def from_vectors(
+        cls, vectors: np.ndarray, node_ids: list[str], fingerprint: str, model: str
+    ) -> DenseIndex:
         """Wrap unit vectors of shape ``(n, dim)`` in a flat inner-product index."""
         import faiss
 

@@ -32,7 +32,12 @@ logger = logging.getLogger(__name__)
 
 COMMON_WORDS_PATH = Path(__file__).resolve().parent / "resources" / "common_words.txt"
 _SENTENCE_RE = re.compile(r"[^.!;:\n]+(?:[.!;:\n]+|$)")
-_TYPE_PRIORITY = {NodeType.FINDING: 0, NodeType.DISEASE: 1, NodeType.IMAGING_SIGN: 2, NodeType.TISSUE_PATTERN: 3}
+_TYPE_PRIORITY = {
+    NodeType.FINDING: 0,
+    NodeType.DISEASE: 1,
+    NodeType.IMAGING_SIGN: 2,
+    NodeType.TISSUE_PATTERN: 3,
+}
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,7 @@ class EntityLinker:
                 node = self.aliases.get(key)
                 if node is None:
                     continue
-                if key in self.caps_only and not _written_in_caps(sentence, spans[i:i + n]):
+                if key in self.caps_only and not _written_in_caps(sentence, spans[i : i + n]):
                     continue
                 if n == 1 and fixed[i] and keys[i] in self.common:
                     continue
@@ -231,18 +236,15 @@ class EntityLinker:
         out = []
         for (s, e, node), (neg, unc) in zip(found, flags, strict=True):
             start, end = offset + spans[s][1], offset + spans[e - 1][2]
-            out.append(
-                Entity(text[start:end], node, self.names[node], neg, unc, start, end, any(fixed[s:e]))
-            )
+            out.append(Entity(text[start:end], node, self.names[node], neg, unc, start, end, any(fixed[s:e])))
         return out
-
 
     def _compose(self, found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
         """Findings described by an anatomy and a visual attribute in the same sentence."""
         if not self.compositions:
             return []
         extra: list[tuple[int, int, str]] = []
-        for s1, e1, a in found:
+        for _s1, _e1, a in found:
             for s2, e2, v in found:
                 for node in self.compositions.get((a, v), ()):
                     if all(n != node for _, _, n in found + extra):

@@ -125,7 +125,9 @@ class Retrieval:
         lines = [f"[{c.index}] {c.text} ({c.source})" for c in self.citations()[:max_facts]]
         absent = self.ruled_out()
         if absent:
-            lines.append("Stated absent in the text (not present): " + ", ".join(e.name for e in absent) + ".")
+            lines.append(
+                "Stated absent in the text (not present): " + ", ".join(e.name for e in absent) + "."
+            )
         if not lines:
             return ""
         return "Knowledge-graph facts:\n" + "\n".join(lines)
@@ -134,11 +136,22 @@ class Retrieval:
         """Return the JSON shape of ``medvlm kg query --json``."""
         return {
             "entities": [
-                {"text": e.text, "node": e.node, "name": e.name, "negated": e.negated, "uncertain": e.uncertain}
+                {
+                    "text": e.text,
+                    "node": e.node,
+                    "name": e.name,
+                    "negated": e.negated,
+                    "uncertain": e.uncertain,
+                }
                 for e in self.entities
             ],
             "results": [
-                {"node": r.node, "name": r.name, "score": round(r.score, 4), "facts": [asdict(f) for f in r.facts]}
+                {
+                    "node": r.node,
+                    "name": r.name,
+                    "score": round(r.score, 4),
+                    "facts": [asdict(f) for f in r.facts],
+                }
                 for r in self.results
             ],
         }
@@ -188,7 +201,10 @@ class Retriever:
 
     @classmethod
     def from_default(
-        cls, cache_dir: Path | None = None, data_dir: Path = DEFAULT_DATA_DIR, embedder: Embedder | None = None
+        cls,
+        cache_dir: Path | None = None,
+        data_dir: Path = DEFAULT_DATA_DIR,
+        embedder: Embedder | None = None,
     ) -> Retriever:
         """Load the packaged graph and the dense index, building the index if missing or stale.
 
@@ -257,9 +273,9 @@ class Retriever:
             for node, s in frontier.items():
                 for e in self.graph.out_edges(node):
                     t = e.target
-                    if e.type in _EXPAND_EDGES and t not in negated:
-                        if self.graph.node(t).type in RETRIEVABLE_TYPES:
-                            nxt[t] = max(nxt.get(t, 0.0), 0.5 * s)
+                    retrievable = self.graph.node(t).type in RETRIEVABLE_TYPES
+                    if e.type in _EXPAND_EDGES and t not in negated and retrievable:
+                        nxt[t] = max(nxt.get(t, 0.0), 0.5 * s)
             for t, s in nxt.items():
                 scores[t] = max(scores.get(t, 0.0), s)
             frontier = nxt
@@ -291,7 +307,9 @@ class Retriever:
             if e.type is EdgeType.SUGGESTS and self.graph.node(e.source).type is NodeType.IMAGING_SIGN
         ]
         if signs:
-            out.append(Fact(n.id, n.name, f"Signs suggesting {n.name}: {'; '.join(signs)}.", src, "suggested_by"))
+            out.append(
+                Fact(n.id, n.name, f"Signs suggesting {n.name}: {'; '.join(signs)}.", src, "suggested_by")
+            )
         out.extend(self._xref_facts(n))
         return out
 
@@ -307,11 +325,15 @@ class Retriever:
                 continue
             desc = n.xrefs.get(f"{system}_label", "")
             source = n.xrefs.get(f"{system}_source", n.provenance.label())
-            text = f"{_cap(n.name)} cross-reference {system.upper()} {code}" + (f" ({desc})." if desc else ".")
+            text = f"{_cap(n.name)} cross-reference {system.upper()} {code}" + (
+                f" ({desc})." if desc else "."
+            )
             yield Fact(n.id, n.name, text, source, "xref")
 
 
-def ensure_index(graph: KnowledgeGraph, embedder: Embedder, cache_dir: Path, rebuild: bool = False) -> DenseIndex:
+def ensure_index(
+    graph: KnowledgeGraph, embedder: Embedder, cache_dir: Path, rebuild: bool = False
+) -> DenseIndex:
     """Load the dense index from ``cache_dir``, building and saving it if missing or stale.
 
     Args:

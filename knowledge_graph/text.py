@@ -47,7 +47,9 @@ def token_spans(text: str) -> list[tuple[str, int, int]]:
 
 _STEM_KEEP = ("ss", "us", "is", "as", "os")
 # Determiners and possessives carry no meaning for matching ("clot in my lung" = "clot in the lung").
-DETERMINERS = frozenset({"the", "a", "an", "my", "his", "her", "your", "their", "its", "our", "this", "these"})
+DETERMINERS = frozenset(
+    {"the", "a", "an", "my", "his", "her", "your", "their", "its", "our", "this", "these"}
+)
 
 
 def fold(token: str) -> str:
