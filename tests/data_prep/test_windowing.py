@@ -78,3 +78,32 @@ def test_multiframe_frame_choice_and_palette_and_rgb(key: PseudonymKey) -> None:
     uv, _ = dicom_view(pydicom.dcmread(us), name=us.name, limits=lim, key=key)
     assert uv.pixels.shape[-1] == 3 and uv.window is None
     assert any("burned-in" in w for w in uv.warnings)
+
+
+def test_enhanced_multiframe_uses_per_frame_functional_groups(key: PseudonymKey) -> None:
+    from pydicom.dataset import Dataset
+
+    from tests.data_prep._synth import ct_slice
+
+    ds = ct_slice(0, z=0.0, instance=1, series_uid="1.2.3")
+    del ds.RescaleIntercept, ds.RescaleSlope
+    frames = np.stack([np.full((16, 16), 100, np.uint16), np.full((16, 16), 100, np.uint16)])
+    ds.NumberOfFrames = 2
+    ds.PixelData = frames.tobytes()
+    shared = Dataset()
+    voi = Dataset()
+    voi.WindowCenter, voi.WindowWidth = 0, 400
+    shared.FrameVOILUTSequence = [voi]
+    per = []
+    for intercept in (-1000, 0):
+        item, pvt = Dataset(), Dataset()
+        pvt.RescaleIntercept, pvt.RescaleSlope, pvt.RescaleType = intercept, 1, "HU"
+        item.PixelValueTransformationSequence = [pvt]
+        per.append(item)
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PerFrameFunctionalGroupsSequence = per
+    v0, _ = dicom_view(ds, name="enh", limits=IngestLimits(), key=key, frame=0)
+    v1, _ = dicom_view(ds, name="enh", limits=IngestLimits(), key=key, frame=1)
+    assert v0.pixels.max() == 0  # -900 HU under C0/W400: black
+    assert v1.pixels.min() == v1.pixels.max() == 192  # +100 HU: (100 + 200) / 399 * 255 = 191.7
+    assert v0.window is not None and v0.window.preset == "file" and v0.window.width == 400
