@@ -1,4 +1,4 @@
-"""Subcommands owned by ``data_prep.phantoms``: ``medvlm phantoms``.
+"""Subcommands owned by ``data_prep.phantoms``: ``medvlm phantoms`` and ``medvlm reports iu-errors``.
 
 ``medvlm phantoms --out DIR --n N --seed S [--kinds cxr] [--size PX] [--no-dicom]`` writes a
 synthetic dataset with ground truth (see docs/PHANTOMS.md). Heavy imports happen in handlers.
@@ -48,6 +48,26 @@ def register(sub: Any) -> None:
     p.add_argument("--no-dicom", action="store_true", help="skip writing DICOM files (faster)")
     p.set_defaults(func=_run_generate)
 
+    r = sub.add_parser(
+        "reports",
+        help="report error-checking sets from real report text",
+        description="Report error-checking sets (error injection with labelled spans) from real reports.",
+    )
+    rsub = r.add_subparsers(dest="reports_command", metavar="SUBCOMMAND")
+    r.set_defaults(func=lambda args: (r.print_help(), 2)[1])
+    iu = rsub.add_parser(
+        "iu-errors",
+        help="inject errors into the IU chest X-ray reports shipped by torchxrayvision (read at run time)",
+        description=(
+            "Write a text-only report error-checking set from the 3,955 Indiana University reports in the "
+            "installed torchxrayvision package (CC BY-NC-ND 4.0: local use only, never commit the output)."
+        ),
+    )
+    iu.add_argument("--out", type=Path, required=True, help="output folder")
+    iu.add_argument("--seed", type=int, default=0, help="seed for splits and errors (default 0)")
+    iu.add_argument("--limit", type=_positive, default=None, help="use only the first N reports")
+    iu.set_defaults(func=_run_iu_errors)
+
 
 def _run_generate(args: argparse.Namespace) -> int:
     from data_prep.phantoms.generate import PhantomError, generate
@@ -63,5 +83,20 @@ def _run_generate(args: argparse.Namespace) -> int:
     counts = {s: len(ids) for s, ids in manifest.splits.items()}
     print(
         f"wrote {manifest.n} studies to {args.out} (splits {counts}); manifest: {args.out / 'manifest.json'}"
+    )
+    return 0
+
+
+def _run_iu_errors(args: argparse.Namespace) -> int:
+    from data_prep.phantoms.iu_reports import IuReportsError, write_iu_errors
+
+    try:
+        manifest = write_iu_errors(args.out, seed=args.seed, limit=args.limit)
+    except IuReportsError as e:
+        logger.error("reports iu-errors: %s", e)
+        return 1
+    print(
+        f"wrote {manifest['n']} IU report-error records to {args.out};"
+        f" manifest: {args.out / 'iu_manifest.json'}"
     )
     return 0

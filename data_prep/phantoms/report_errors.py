@@ -41,7 +41,7 @@ FINDING_PATTERNS: dict[str, re.Pattern[str]] = {
     "atelectasis": re.compile(r"atelecta", re.I),
     "pulmonary_edema": re.compile(r"edema", re.I),
     "cardiomegaly": re.compile(
-        r"cardiomegaly|heart( size)? is (mildly |moderately )?enlarged|cardiac silhouette", re.I
+        r"cardiomegaly|heart size|\bheart is\b|cardiac silhouette|cardiomediastinal silhouette", re.I
     ),
     "endotracheal_tube": re.compile(r"endotracheal|\bET tube", re.I),
     "central_venous_catheter": re.compile(r"central venous|\bPICC\b|central line|catheter", re.I),
