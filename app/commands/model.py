@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 BUNDLED_CHEST_XRAY = "RG1_UNCR.dcm"  # real PA chest radiograph in the pydicom test corpus
 SYNTHETIC_NOTICE = "Built-in model: trained on synthetic data only. Research software, not for clinical use."
 RESEARCH_NOTICE = "Research software, not for clinical use."
+MAX_FACTS = 8  # facts offered to the model; more crowd a small model's context
 
 
 @dataclass(frozen=True)
@@ -174,22 +175,34 @@ def load_input(path: Path) -> list[Any]:
     return views
 
 
-def retrieve_facts(question: str) -> list[KnowledgeFact]:
-    """Facts for the question from the knowledge graph; empty (with a warning) when it is missing."""
+def retrieve_facts(question: str, limit: int = MAX_FACTS) -> list[KnowledgeFact]:
+    """Cited facts for the question from the knowledge graph (``Retriever.from_default``).
+
+    A missing or broken knowledge graph does not block the answer: a warning goes to stderr and
+    the model answers without facts.
+    """
     from medvlm import KnowledgeFact
 
     try:
-        from knowledge_graph.retriever import Retriever  # type: ignore[import-not-found,unused-ignore]
+        from knowledge_graph.retriever import Retriever
     except ImportError:
-        logger.warning("knowledge_graph.retriever is not available: answering without facts")
+        print(
+            "medvlm ask: knowledge_graph.retriever is not available; answering without facts", file=sys.stderr
+        )
         return []
-    home = Path(os.environ.get("MEDVLM_HOME", "~/.cache/medvlm")).expanduser()
-    retrieval = Retriever.from_default(home / "kg").retrieve(question, k=5)
+    try:
+        retrieval = Retriever.from_default().retrieve(question, k=5)
+    except Exception as e:  # KgError and index/embedder failures: degrade, never block the answer
+        print(
+            f"medvlm ask: knowledge retrieval failed ({type(e).__name__}: {e}); answering without facts",
+            file=sys.stderr,
+        )
+        return []
     return [
         KnowledgeFact(
             fact_id=str(f.node), text=f"{f.name}: {f.text}" if f.name else str(f.text), source=str(f.source)
         )
-        for f in retrieval.facts
+        for f in retrieval.facts[:limit]
     ]
 
 
