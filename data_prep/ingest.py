@@ -25,7 +25,7 @@ from data_prep.errors import IngestError, MissingAttributeError, PseudonymKeyErr
 from data_prep.images import IMAGE_SUFFIXES, image_view
 from data_prep.pseudonym import PseudonymKey, load_key
 from data_prep.series import assemble_volume, multi_window_view, series_views
-from data_prep.slides import SLIDE_SUFFIXES, open_slide, slide_views
+from data_prep.slides import SLIDE_SUFFIXES, is_dicom_wsi, open_slide, slide_views
 from data_prep.types import ImageView, IngestLimits, IngestReport
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class _Ingestor:
             },
         )
 
-    def slide_report(self, entry: _Entry, path: Path) -> IngestReport:
+    def slide_report(self, entry: _Entry, path: Path | Sequence[Path]) -> IngestReport:
         o = self.options
         try:
             with open_slide(path, limits=o.limits) as reader:
@@ -210,6 +210,7 @@ class _Ingestor:
     ) -> Iterator[IngestReport]:
         """Reports for a collection: non-DICOM first-come, DICOM grouped into series."""
         dicoms: list[tuple[_Entry, Any, list[str]]] = []
+        wsi: dict[str, list[Path]] = {}
         for entry in entries:
             if entry.error is not None:
                 yield _error_report(entry.source, entry.error)
@@ -226,7 +227,14 @@ class _Ingestor:
                 except IngestError as e:
                     yield _error_report(entry.source, e, "dicom")
                     continue
+                if is_dicom_wsi(ds):  # levels of one slide are separate instances of one series
+                    series = str(ds.get("SeriesInstanceUID", "") or entry.source)
+                    wsi.setdefault(series, []).append(_on_disk(entry, tmp))
+                    continue
                 dicoms.append((entry, ds, notes))
+        for n, files in enumerate(wsi.values()):
+            source = group_label if len(entries) == 1 else f"{group_label}#slide-{n + 1}"
+            yield self.slide_report(_Entry(source, Path(source).name), files)
         yield from self._grouped(dicoms, group_label)
 
     def _grouped(
@@ -416,6 +424,8 @@ def load_views(
         notes: list[str] = []
         with captured_warnings(notes):
             ds = read_dataset(path, name=path.name, limits=limits)
+        if is_dicom_wsi(ds):
+            return slide_views([path], max_tiles=max_tiles, limits=limits)
         view, decoded = dicom_view(ds, name=path.name, limits=limits, key=key, preset=preset, frame=frame)
         view = replace(view, warnings=tuple(dict.fromkeys([*view.warnings, *notes])))
         views = [view]
@@ -457,6 +467,7 @@ def _collection_views(
     views: list[ImageView] = []
     first_error: IngestError | None = None
     datasets: dict[str, list[Any]] = {}
+    wsi: dict[str, list[Path]] = {}
     with tempfile.TemporaryDirectory(prefix="medvlm-views-") as tmpdir:
         for entry in entries:
             try:
@@ -469,8 +480,18 @@ def _collection_views(
                 else:
                     with captured_warnings([]):
                         ds = read_dataset(_source_of(entry), name=entry.name, limits=limits)
+                    if is_dicom_wsi(ds):
+                        wsi.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(
+                            _on_disk(entry, Path(tmpdir))
+                        )
+                        continue
                     uid = _series_key(ds) or f"single:{entry.source}"
                     datasets.setdefault(uid, []).append(ds)
+            except IngestError as e:
+                first_error = first_error or e
+        for files in wsi.values():
+            try:
+                views += slide_views(files, max_tiles=max_tiles, limits=limits)
             except IngestError as e:
                 first_error = first_error or e
     groups: list[list[Any]] = []

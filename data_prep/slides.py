@@ -167,10 +167,19 @@ def _openslide_info(handle: Any) -> SlideInfo:
     )
 
 
-def _open_wsidicom(path: Path) -> tuple[Any, SlideInfo]:
+WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+"""VL Whole Slide Microscopy Image Storage."""
+
+
+def is_dicom_wsi(ds: Any) -> bool:
+    """Whether a pydicom Dataset is a DICOM whole-slide microscopy instance."""
+    return str(ds.get("SOPClassUID", "") or "") == WSI_SOP_CLASS
+
+
+def _open_wsidicom(path: Path | Sequence[Path]) -> tuple[Any, SlideInfo]:
     from wsidicom import WsiDicom
 
-    handle = WsiDicom.open(path)
+    handle = WsiDicom.open(path if isinstance(path, Path) else list(path))
     levels = list(handle.levels)
     base = levels[0]
     dims = tuple((int(lv.size.width), int(lv.size.height)) for lv in levels)
@@ -180,11 +189,11 @@ def _open_wsidicom(path: Path) -> tuple[Any, SlideInfo]:
     return handle, SlideInfo("wsidicom", "dicom", dims, downs, mpp_x)
 
 
-def open_slide(path: Path, *, limits: IngestLimits | None = None) -> SlideReader:
+def open_slide(path: Path | Sequence[Path], *, limits: IngestLimits | None = None) -> SlideReader:
     """Open a whole-slide image with the first backend that reads it.
 
     Args:
-        path: a slide file, or a folder (or file) of DICOM-WSI instances.
+        path: a slide file, a folder of DICOM-WSI instances, or a list of DICOM-WSI files.
         limits: read caps (defaults when None).
 
     Returns:
@@ -194,6 +203,16 @@ def open_slide(path: Path, *, limits: IngestLimits | None = None) -> SlideReader
         SlideError: no backend can read it, or it has no pyramid levels.
     """
     limits = limits or IngestLimits()
+    if not isinstance(path, Path):
+        files = list(path)
+        name = files[0].parent.name if files else "slide"
+        try:
+            handle, info = _open_wsidicom(files)
+        except Exception as e:
+            raise SlideError(
+                f"the DICOM whole-slide files of {name} cannot be opened ({type(e).__name__})"
+            ) from e
+        return _checked(SlideReader(handle, info, name=name, limits=limits))
     name = path.name
     failures: list[str] = []
     is_dicom = path.is_dir() or path.suffix.lower() == ".dcm"
@@ -403,7 +422,7 @@ def saturation_of(rgb: np.ndarray) -> np.ndarray:
 
 
 def slide_views(
-    path: Path,
+    path: Path | Sequence[Path],
     *,
     max_tiles: int = 8,
     tile_px: int = 224,
@@ -413,7 +432,7 @@ def slide_views(
     """Thumbnail then the top-k most informative tissue tiles of a slide.
 
     Args:
-        path: the slide.
+        path: the slide (a file, a DICOM-WSI folder, or a list of DICOM-WSI files).
         max_tiles: number of tiles (k).
         tile_px: tile side in pixels.
         target_mpp: tile resolution in µm/px.

@@ -101,3 +101,24 @@ def test_large_mosaic_slide_reads_regions_under_the_cap(tmp_path: Path) -> None:
     write_pyramidal_svs_from_source(path, MosaicSource(immunohistochemistry(), 3000, 3000), mpp=0.5)
     views = load_views(path, max_tiles=3, limits=IngestLimits(max_slide_region_pixels=2048 * 2048))
     assert len(views) == 4 and views[0].pixels.shape[0] <= 1024
+
+
+def test_dicom_wsi_through_wsidicom(tmp_path: Path, key: PseudonymKey) -> None:
+    from tests.data_prep._synth import write_dicom_wsi
+
+    ihc = immunohistochemistry()
+    folder = tmp_path / "wsi"
+    folder.mkdir()
+    write_dicom_wsi(str(folder), ihc, mpp=0.5, tile=128, levels=2)
+    with open_slide(folder) as reader:
+        assert reader.info.backend == "wsidicom" and reader.info.mpp == pytest.approx(0.5)
+        assert reader.info.level_dimensions == ((512, 512), (256, 256))
+        region = reader.read_region(0, 0, 1, 64, 64)
+        assert region.shape == (64, 64, 3)
+        full = reader.read_region(0, 0, 0, 512, 512)
+        assert np.abs(full.astype(int) - ihc.astype(int)).mean() < 5
+    views = load_views(folder, max_tiles=2, key=key)
+    assert views[0].kind == "slide" and "wsidicom" in views[0].description
+    reports = list(ingest_path([folder], options=IngestOptions(key=key)))
+    assert [(r.kind, r.status) for r in reports] == [("slide", "ok")]
+    assert reports[0].extra["backend"] == "wsidicom" and reports[0].shape == (512, 512, 3)
