@@ -1,0 +1,109 @@
+"""Entity linking: aliases, abbreviations, misspellings, ConText negation and uncertainty."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from knowledge_graph.graph import KnowledgeGraph
+from knowledge_graph.linking import EntityLinker, damerau_levenshtein
+from knowledge_graph.retriever import compositions_from_graph
+
+
+@pytest.fixture(scope="module")
+def linker(graph: KnowledgeGraph) -> EntityLinker:
+    return EntityLinker(graph.nodes(), compositions=compositions_from_graph(graph))
+
+
+def _flags(linker: EntityLinker, text: str) -> dict[str, tuple[bool, bool]]:
+    return {e.node: (e.negated, e.uncertain) for e in linker.link(text)}
+
+
+@pytest.mark.parametrize(
+    ("text", "node"),
+    [
+        ("Large right PTX.", "pneumothorax"),
+        ("known CHF", "congestive_heart_failure"),
+        ("Pleural-Effusions bilaterally", "pleural_effusion"),
+        ("haemorrhage in the brain: intracranial haemorrhage", "intracranial_hemorrhage"),
+        ("pulmonary oedema", "pulmonary_edema"),
+        ("GGOs in both lungs", "ground_glass_opacity"),
+    ],
+)
+def test_aliases_abbreviations_and_spelling_variants(linker: EntityLinker, text: str, node: str) -> None:
+    assert node in _flags(linker, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "node"),
+    [("pnuemothorax", "pneumothorax"), ("cardiomegally", "cardiomegaly"), ("atelectesis", "atelectasis")],
+)
+def test_misspellings_are_corrected_and_flagged(linker: EntityLinker, text: str, node: str) -> None:
+    ents = linker.link(text)
+    assert [(e.node, e.fuzzy) for e in ents] == [(node, True)]
+
+
+def test_common_words_are_not_corrected_into_findings(linker: EntityLinker) -> None:
+    assert linker.link("Please tell me about this study and what you think.") == []
+
+
+def test_short_abbreviations_need_capitals(linker: EntityLinker) -> None:
+    assert "pulmonary_embolism" not in _flags(linker, "tell us about the pe teacher")
+    assert "pulmonary_embolism" in _flags(linker, "CTPA shows PE")
+
+
+@pytest.mark.parametrize(
+    ("text", "node", "negated", "uncertain"),
+    [
+        ("No pleural effusion.", "pleural_effusion", True, False),
+        ("There is no evidence of pneumothorax.", "pneumothorax", True, False),
+        ("Pneumothorax has resolved.", "pneumothorax", True, False),
+        ("no focal consolidation", "consolidation", True, False),
+        ("Possible pneumonia.", "pneumonia", False, True),
+        ("Atelectasis versus consolidation.", "atelectasis", False, True),
+        ("Infection cannot be excluded; consolidation cannot be excluded.", "consolidation", False, True),
+        ("cavity, ?TB", "tuberculosis", False, True),
+        ("Is there a pleural effusion?", "pleural_effusion", False, False),
+        ("Stable small effusion.", "pleural_effusion", False, False),
+        ("No change in the effusion.", "pleural_effusion", False, False),
+    ],
+)
+def test_context(linker: EntityLinker, text: str, node: str, negated: bool, uncertain: bool) -> None:
+    assert _flags(linker, text)[node] == (negated, uncertain)
+
+
+def test_negation_scope_stops_at_terminator_and_sentence(linker: EntityLinker) -> None:
+    flags = _flags(linker, "No pneumothorax but there is a large effusion. Consolidation at the left base.")
+    assert flags["pneumothorax"] == (True, False)
+    assert flags["pleural_effusion"] == (False, False)
+    assert flags["consolidation"] == (False, False)
+
+
+def test_negation_spans_a_list(linker: EntityLinker) -> None:
+    flags = _flags(linker, "No effusion, pneumothorax or consolidation.")
+    assert all(flags[n][0] for n in ("pleural_effusion", "pneumothorax", "consolidation"))
+
+
+def test_anatomy_plus_attribute_composes_a_finding(linker: EntityLinker) -> None:
+    assert _flags(linker, "The heart is enlarged.")["cardiomegaly"] == (False, False)
+    assert _flags(linker, "The heart is not enlarged.")["cardiomegaly"][0] is True
+
+
+def test_entity_offsets_point_at_the_mention(linker: EntityLinker) -> None:
+    text = "Findings: small right pleural effusion."
+    (ent,) = [e for e in linker.link(text) if e.node == "pleural_effusion"]
+    assert text[ent.start : ent.end] == ent.text == "pleural effusion"
+
+
+@given(st.text(alphabet="abcde", max_size=8), st.text(alphabet="abcde", max_size=8))
+def test_edit_distance_is_a_symmetric_bounded_metric(a: str, b: str) -> None:
+    d = damerau_levenshtein(a, b)
+    assert d == damerau_levenshtein(b, a)
+    assert abs(len(a) - len(b)) <= d <= max(len(a), len(b))
+    assert (d == 0) == (a == b)
+
+
+def test_edit_distance_counts_a_transposition_once() -> None:
+    assert damerau_levenshtein("infraction", "infarction") == 1
+    assert damerau_levenshtein("edma", "edema") == 1

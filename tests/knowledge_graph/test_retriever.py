@@ -1,0 +1,113 @@
+"""Retriever: ranking, negated findings kept out of results, facts, citations, index persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowledge_graph.graph import KnowledgeGraph
+from knowledge_graph.index import DenseIndex
+from knowledge_graph.retriever import Retriever, ensure_index
+from knowledge_graph.schema import RETRIEVABLE_TYPES
+
+from .conftest import HashingEmbedder
+
+
+@pytest.fixture(scope="module")
+def retriever(graph: KnowledgeGraph, hashing_embedder: HashingEmbedder) -> Retriever:
+    return Retriever(graph, DenseIndex.build(graph, hashing_embedder), hashing_embedder)
+
+
+def test_linked_finding_ranks_first_with_its_facts(retriever: Retriever) -> None:
+    r = retriever.retrieve("Small left pleural effusion.", k=5)
+    assert r.results[0].node == "pleural_effusion"
+    assert r.results[0].name == "pleural effusion"
+    relations = {f.relation for f in r.results[0].facts}
+    assert {"definition", "visual", "has_visual_attribute", "located_in", "differential_of"} <= relations
+    assert all(f.source for f in r.facts)
+    assert len(r.results) == 5
+    scores = [x.score for x in r.results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_negated_finding_is_never_a_result(retriever: Retriever) -> None:
+    r = retriever.retrieve("No pleural effusion. No pneumothorax.", k=10)
+    assert {e.node for e in r.entities if e.negated} == {"pleural_effusion", "pneumothorax"}
+    assert not {"pleural_effusion", "pneumothorax"} & {x.node for x in r.results}
+    assert not {"pleural_effusion", "pneumothorax"} & {f.node for f in r.facts}
+    context = r.as_prompt_context()
+    assert "Stated absent in the text (not present): pleural effusion, pneumothorax." in context
+
+
+def test_mentioned_both_ways_counts_as_present(retriever: Retriever) -> None:
+    r = retriever.retrieve("No new effusion. Small pleural effusion persists.", k=5)
+    assert r.results[0].node == "pleural_effusion"
+
+
+def test_expansion_reaches_suggested_disease(retriever: Retriever) -> None:
+    r = retriever.retrieve("Kerley B lines", k=5)
+    nodes = [x.node for x in r.results]
+    assert nodes[0] == "sign_kerley_b"
+    assert "pulmonary_edema" in nodes  # sign --suggests--> finding, one hop
+
+
+def test_results_are_only_retrievable_types(retriever: Retriever) -> None:
+    r = retriever.retrieve("right lower lobe of the lung on chest x-ray", k=8)
+    assert all(retriever.graph.node(x.node).type in RETRIEVABLE_TYPES for x in r.results)
+
+
+def test_citations_match_prompt_context(retriever: Retriever) -> None:
+    r = retriever.retrieve("cardiomegaly", k=2)
+    cites = r.citations()
+    assert [c.index for c in cites] == list(range(1, len(r.facts) + 1))
+    context = r.as_prompt_context(max_facts=3)
+    assert context.startswith("Knowledge-graph facts:\n[1] Cardiomegaly: ")
+    assert "[3]" in context and "[4]" not in context
+
+
+def test_json_shape(retriever: Retriever) -> None:
+    d = retriever.retrieve("possible pneumonia, no effusion", k=3).to_dict()
+    assert set(d) == {"entities", "results"}
+    assert set(d["entities"][0]) == {"text", "node", "name", "negated", "uncertain"}
+    assert set(d["results"][0]) == {"node", "name", "score", "facts"}
+    assert set(d["results"][0]["facts"][0]) >= {"node", "name", "text", "source"}
+
+
+def test_empty_text_gives_empty_retrieval(retriever: Retriever) -> None:
+    r = retriever.retrieve("   ", k=5)
+    assert r.entities == [] and r.results == [] and r.as_prompt_context() == ""
+
+
+def test_index_roundtrip_and_staleness(
+    tmp_path: Path, graph: KnowledgeGraph, hashing_embedder: HashingEmbedder
+) -> None:
+    built = ensure_index(graph, hashing_embedder, tmp_path)
+    loaded = DenseIndex.load(tmp_path)
+    assert loaded.node_ids == built.node_ids and loaded.fingerprint == graph.fingerprint()
+    q = hashing_embedder.encode(["pleural effusion"])[0]
+    assert built.search(q, 3) == loaded.search(q, 3)
+    meta = (tmp_path / "index.json").read_text()
+    (tmp_path / "index.json").write_text(meta.replace(graph.fingerprint(), "0" * 16))
+    rebuilt = ensure_index(graph, hashing_embedder, tmp_path)
+    assert rebuilt.fingerprint == graph.fingerprint()
+
+
+def test_from_vectors_rejects_mismatched_rows() -> None:
+    from knowledge_graph.schema import KgError
+
+    with pytest.raises(KgError):
+        DenseIndex.from_vectors(np.zeros((2, 4), dtype=np.float32), ["a"], "f", "m")
+
+
+def test_minilm_retrieval_meets_eval_targets(graph: KnowledgeGraph, minilm_cache: Path) -> None:
+    """The acceptance thresholds of issue 6 on the 120-query held-out set, with the real model."""
+    from knowledge_graph.evaluation import evaluate, load_queries
+
+    retriever = Retriever.from_default(minilm_cache)
+    report = evaluate(retriever, load_queries(), k=5)
+    assert report.n >= 100
+    assert report.recall >= 0.95, report.failures
+    assert report.negation_accuracy >= 0.95
+    assert report.false_negation_rate <= 0.05
