@@ -45,7 +45,10 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     p.add_argument("--kinds", type=_kinds, default=("cxr",), help="comma list of study kinds (default cxr)")
     p.add_argument("--size", type=int, default=128, help="image side length in pixels (default 128)")
-    p.add_argument("--no-dicom", action="store_true", help="skip writing DICOM files (faster)")
+    p.add_argument("--no-dicom", action="store_true", help="skip writing DICOM files and slides (faster)")
+    p.add_argument(
+        "--workers", type=_positive, default=1, help="rendering processes (default 1; same output)"
+    )
     p.set_defaults(func=_run_generate)
 
     r = sub.add_parser(
@@ -76,7 +79,15 @@ def _run_generate(args: argparse.Namespace) -> int:
         logger.error("--size must be at least 16")
         return 2
     try:
-        manifest = generate(args.out, args.n, args.seed, args.kinds, args.size, dicom=not args.no_dicom)
+        manifest = generate(
+            args.out,
+            args.n,
+            args.seed,
+            args.kinds,
+            args.size,
+            dicom=not args.no_dicom,
+            workers=max(args.workers, 1),
+        )
     except PhantomError as e:
         logger.error("phantoms: %s", e)
         return 1

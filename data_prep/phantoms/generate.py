@@ -3,79 +3,56 @@
 Layout written by :func:`generate` (see docs/PHANTOMS.md)::
 
     DIR/manifest.json
-    DIR/images/<study_id>.png            model-ready view (8-bit greyscale, size x size)
-    DIR/dicom/<study_id>.dcm             unless --no-dicom
+    DIR/images/<study_id>.png            model-ready view (8-bit, size x size; greyscale, RGB for slides)
+    DIR/dicom/<study_id>.dcm             radiograph, unless --no-dicom
+    DIR/dicom/<study_id>/slice_NNN.dcm   CT series
+    DIR/dicom/<study_id>.svs             pyramidal slide
     DIR/{train,val,test}/{captions,vqa,probes,reports,report_errors}.jsonl
 
-Everything is a deterministic function of ``(n, seed, kinds, size)``: sample ``i`` draws from
-``numpy.random.default_rng([seed, i])`` and patient ``p`` from ``default_rng([seed, 10**9 + p])``,
-so the same arguments give byte-identical files.
+Everything is a deterministic function of ``(n, seed, kinds, size)`` (see
+:mod:`data_prep.phantoms.studies` for the random streams), whatever the number of workers, so
+the same arguments give byte-identical files.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from data_prep.phantoms.catalogue import Catalogue, load_catalogue
-from data_prep.phantoms.ct import REGION_FINDINGS, CtRender, render_ct, sample_ct_findings
-from data_prep.phantoms.cxr import CxrAnatomy, CxrRender, render_cxr, sample_anatomy, with_ctr
-from data_prep.phantoms.pathology import PatchRender, render_patch
-from data_prep.phantoms.qa import QA, Balancer, caption, probe_pairs, questions
-from data_prep.phantoms.report_errors import InjectedError, error_json, error_record
-from data_prep.phantoms.reports import Report, write_report
-from data_prep.phantoms.spec import StudySpec, balance_attributes, sample_findings
+from data_prep.phantoms.report_errors import error_json
+from data_prep.phantoms.studies import (
+    PATIENT_OFFSET,
+    SPLITS,
+    Render,
+    RenderJob,
+    Sample,
+    StudyState,
+    finish_study,
+    plan_study,
+    run_job,
+)
+
+__all__ = ["GENERATOR_VERSION", "Manifest", "PhantomError", "Sample", "generate", "iter_samples"]
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "phantoms-0.1.0"
-SPLITS = ("train", "val", "test")
+GENERATOR_VERSION = "phantoms-0.2.0"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 SUPPORTED_KINDS = ("cxr", "ct", "slide")
 FILES = ("captions", "vqa", "probes", "reports", "report_errors")
-_PATIENT_OFFSET = 10**9
 
 
 class PhantomError(RuntimeError):
     """Generation failed."""
-
-
-@dataclass
-class Sample:
-    """One generated study, in memory.
-
-    Attributes:
-        spec: ground truth.
-        split: ``train``, ``val`` or ``test`` (by patient).
-        pixels: float32 in [0, 1]: ``(size, size)`` greyscale (MONOCHROME2 meaning) for cxr and
-            ct, ``(size, size, 3)`` RGB for slide.
-        caption: one-sentence caption.
-        qas: question-answer pairs.
-        probes: ProbMed-style probe records (without ``image``).
-        render: renderer geometry (masks, boxes) for checks and grounding.
-        anatomy: the patient's chest anatomy (radiographs).
-    """
-
-    spec: StudySpec
-    split: str
-    pixels: np.ndarray
-    caption: str
-    qas: list[QA]
-    probes: list[dict[str, Any]]
-    render: CxrRender | None = None
-    anatomy: CxrAnatomy | None = None
-    report: Report | None = None
-    report_error: InjectedError | None = None
-    ct: CtRender | None = None
-    patch: PatchRender | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,7 +81,7 @@ def _patient_plan(n: int, seed: int) -> list[tuple[int, str]]:
     plan: list[tuple[int, str]] = []
     p = 0
     while len(plan) < n:
-        prng = np.random.default_rng([seed, _PATIENT_OFFSET + p])
+        prng = np.random.default_rng([seed, PATIENT_OFFSET + p])
         k = int(prng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
         u = float(prng.uniform())
         split = (
@@ -121,6 +98,7 @@ def iter_samples(
     kinds: tuple[str, ...] = ("cxr",),
     size: int = 128,
     catalogue: Catalogue | None = None,
+    workers: int = 1,
 ) -> Iterator[Sample]:
     """Yield ``n`` synthetic studies in a deterministic order.
 
@@ -130,6 +108,8 @@ def iter_samples(
         kinds: study kinds to cycle through (sample ``i`` has kind ``kinds[i % len(kinds)]``).
         size: image side length in pixels.
         catalogue: findings catalogue; the packaged one when None.
+        workers: processes that render pixels (1: render in this process). Results are
+            identical for any number of workers.
 
     Yields:
         One :class:`Sample` per study.
@@ -142,91 +122,34 @@ def iter_samples(
     bad = [k for k in kinds if k not in SUPPORTED_KINDS]
     if bad or not kinds:
         raise PhantomError(f"unsupported kinds {bad or kinds}; supported: {SUPPORTED_KINDS}")
-    state = _State(cat=catalogue or load_catalogue(), seed=seed, size=size)
-    for i, (patient, split) in enumerate(_patient_plan(n, seed)):
-        kind = kinds[i % len(kinds)]
-        rng = np.random.default_rng([seed, i])
-        base = StudySpec(study_id=f"{kind}-{i:06d}", patient_id=f"P{patient:06d}", kind=kind, findings=())
-        try:
-            yield _RENDERERS[kind](state, base, split, rng)
-        except (ValueError, ArithmeticError) as e:
-            raise PhantomError(f"rendering study {base.study_id}: {e}") from e
-
-
-@dataclass
-class _State:
-    """Per-run balancing counters (one set per split) and settings."""
-
-    cat: Catalogue
-    seed: int
-    size: int
-    balancers: dict[str, Balancer] = field(default_factory=lambda: {s: Balancer() for s in SPLITS})
-    attr_counts: dict[str, Counter[tuple[str, str, str]]] = field(
-        default_factory=lambda: {s: Counter() for s in SPLITS}
+    state = StudyState(cat=catalogue or load_catalogue(), seed=seed, size=size)
+    plan = _patient_plan(n, seed)
+    jobs = (
+        plan_study(state, i, patient, split, kinds[i % len(kinds)]) for i, (patient, split) in enumerate(plan)
     )
-    error_counts: dict[str, Counter[str]] = field(default_factory=lambda: {s: Counter() for s in SPLITS})
+    if workers <= 1:
+        for job in jobs:
+            yield finish_study(state, job, _run(job))
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[RenderJob, Future[Render]]] = deque()
+        for job in jobs:
+            pending.append((job, pool.submit(_run, job)))
+            if len(pending) >= 4 * workers:
+                done_job, fut = pending.popleft()
+                yield finish_study(state, done_job, fut.result())
+        while pending:
+            done_job, fut = pending.popleft()
+            yield finish_study(state, done_job, fut.result())
 
 
-def _cxr_sample(st: _State, base: StudySpec, split: str, rng: np.random.Generator) -> Sample:
-    findings = balance_attributes(sample_findings(st.cat, "cxr", rng), st.cat, st.attr_counts[split], rng)
-    spec = replace(base, findings=findings, region="chest")
-    patient = int(spec.patient_id[1:])
-    anatomy = sample_anatomy(np.random.default_rng([st.seed, _PATIENT_OFFSET + patient, 1]))
-    if spec.get("cardiomegaly") is not None:
-        anatomy = with_ctr(anatomy, float(rng.uniform(0.56, 0.66)))
-    render = render_cxr(anatomy, findings, st.size, rng)
-    report = write_report(spec, rng)
-    return Sample(
-        spec=spec,
-        split=split,
-        pixels=render.pixels,
-        caption=caption(spec, rng),
-        qas=questions(spec, st.cat, rng, st.balancers[split]),
-        probes=probe_pairs(spec, st.cat, rng),
-        render=render,
-        anatomy=anatomy,
-        report=report,
-        report_error=error_record(report, rng, st.cat, st.error_counts[split]),
-    )
-
-
-def _ct_sample(st: _State, base: StudySpec, split: str, rng: np.random.Generator) -> Sample:
-    region, findings = sample_ct_findings(st.cat, rng)
-    findings = balance_attributes(findings, st.cat, st.attr_counts[split], rng)
-    spec = replace(base, findings=findings, region=region)
-    ct = render_ct(region, findings, st.size, rng)
-    pool = list(REGION_FINDINGS[region])
-    return Sample(
-        spec=spec,
-        split=split,
-        pixels=ct.pixels,
-        caption=caption(spec, rng),
-        qas=questions(spec, st.cat, rng, st.balancers[split], pool),
-        probes=probe_pairs(spec, st.cat, rng, pool),
-        ct=ct,
-    )
-
-
-def _slide_sample(st: _State, base: StudySpec, split: str, rng: np.random.Generator) -> Sample:
-    findings = balance_attributes(sample_findings(st.cat, "slide", rng), st.cat, st.attr_counts[split], rng)
-    spec = replace(base, findings=findings, region="tissue")
-    patch = render_patch(findings, st.size, rng)
-    return Sample(
-        spec=spec,
-        split=split,
-        pixels=patch.pixels,
-        caption=caption(spec, rng),
-        qas=questions(spec, st.cat, rng, st.balancers[split]),
-        probes=probe_pairs(spec, st.cat, rng),
-        patch=patch,
-    )
-
-
-_RENDERERS: dict[str, Callable[[_State, StudySpec, str, np.random.Generator], Sample]] = {
-    "cxr": _cxr_sample,
-    "ct": _ct_sample,
-    "slide": _slide_sample,
-}
+def _run(job: RenderJob) -> Render:
+    try:
+        return run_job(job)
+    except (ValueError, ArithmeticError) as e:
+        raise PhantomError(f"rendering study {job.spec.study_id}: {e}") from e
 
 
 def _records(sample: Sample, image: str) -> dict[str, list[dict[str, Any]]]:
@@ -329,6 +252,7 @@ def generate(
     kinds: tuple[str, ...] = ("cxr",),
     size: int = 128,
     dicom: bool = True,
+    workers: int = 1,
 ) -> Manifest:
     """Write a synthetic dataset to ``out_dir``.
 
@@ -338,7 +262,8 @@ def generate(
         seed: master seed.
         kinds: study kinds.
         size: image side length in pixels for ``images/``.
-        dicom: also write a DICOM file per study.
+        dicom: also write a DICOM file (radiograph), series folder (CT) or ``.svs`` (slide) per study.
+        workers: rendering processes (the output does not depend on it).
 
     Returns:
         The manifest, also written to ``out_dir/manifest.json``.
@@ -360,7 +285,7 @@ def generate(
             (out_dir / s).mkdir(exist_ok=True)
             for name in FILES:
                 handles[(s, name)] = (out_dir / s / f"{name}.jsonl").open("w", encoding="utf-8")
-        for sample in iter_samples(n, seed, kinds, size):
+        for sample in iter_samples(n, seed, kinds, size, workers=workers):
             sid, s = sample.spec.study_id, sample.split
             image = f"images/{sid}.png"
             _write_png(out_dir / image, sample.pixels)

@@ -139,3 +139,14 @@ def test_cli_writes_a_dataset_and_rejects_bad_kinds(
     with pytest.raises(SystemExit) as info:
         main(["phantoms", "--out", str(tmp_path), "--kinds", "mri"])
     assert info.value.code == 2
+
+
+def test_parallel_rendering_gives_identical_output(tmp_path: Path) -> None:
+    generate(tmp_path / "serial", 10, seed=8, kinds=("cxr", "ct", "slide"), size=32, dicom=False, workers=1)
+    generate(tmp_path / "parallel", 10, seed=8, kinds=("cxr", "ct", "slide"), size=32, dicom=False, workers=2)
+    files = sorted(
+        p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*") if p.is_file()
+    )
+    assert len(files) > 20
+    for rel in files:
+        assert (tmp_path / "serial" / rel).read_bytes() == (tmp_path / "parallel" / rel).read_bytes(), rel
