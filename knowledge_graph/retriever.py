@@ -25,7 +25,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from knowledge_graph.graph import DEFAULT_DATA_DIR, KnowledgeGraph, load_graph
 from knowledge_graph.index import DenseIndex, Embedder, default_cache_dir
@@ -34,6 +34,7 @@ from knowledge_graph.schema import RETRIEVABLE_TYPES, EdgeType, Node, NodeType
 
 logger = logging.getLogger(__name__)
 
+DenseMode = Literal["always", "fallback", "never"]
 _EXPAND_EDGES = {EdgeType.SUGGESTS, EdgeType.IS_A, EdgeType.ASSOCIATED_WITH, EdgeType.DIFFERENTIAL_OF}
 _RELATION_TEXT = {
     EdgeType.HAS_VISUAL_ATTRIBUTE: "Visual attributes of {name}: {targets}.",
@@ -183,7 +184,12 @@ class Retriever:
     """Entity linking + dense search + k-hop expansion over the knowledge graph."""
 
     def __init__(
-        self, graph: KnowledgeGraph, index: DenseIndex | None, embedder: Embedder | None, hops: int = 1
+        self,
+        graph: KnowledgeGraph,
+        index: DenseIndex | None,
+        embedder: Embedder | None,
+        hops: int = 1,
+        dense: DenseMode = "always",
     ) -> None:
         """Assemble a retriever from its parts.
 
@@ -192,11 +198,17 @@ class Retriever:
             index: dense index of node texts, or None for linking and expansion only.
             embedder: embeds queries (the one that built ``index``); None disables dense search.
             hops: expansion depth from linked nodes.
+            dense: ``always`` embeds every query; ``fallback`` only when linking found no
+                asserted finding, disease, sign or pattern (saves the encoder's ~10-20 ms on
+                CPU for most report text); ``never`` disables dense search.
         """
+        if dense not in ("always", "fallback", "never"):
+            raise ValueError(f"dense must be always, fallback or never, not {dense!r}")
         self.graph = graph
         self.index = index
         self.embedder = embedder
         self.hops = hops
+        self.dense = dense
         self.linker = EntityLinker(graph.nodes(), compositions=compositions_from_graph(graph))
 
     @classmethod
@@ -249,7 +261,8 @@ class Retriever:
                 continue
             s = 0.9 if e.fuzzy else 0.95 if e.uncertain else 1.0
             scores[e.node] = max(scores.get(e.node, 0.0), s)
-        if self.index is not None and self.embedder is not None and text.strip():
+        use_dense = self.dense == "always" or (self.dense == "fallback" and not scores)
+        if use_dense and self.index is not None and self.embedder is not None and text.strip():
             q = self.embedder.encode([text])[0]
             for node, sim in self.index.search(q, max(4 * k, 20)):
                 dense[node] = max(sim, 0.0)
