@@ -251,7 +251,11 @@ def _anatomy_image(c: _Canvas, rng: np.random.Generator) -> np.ndarray:
     noise = tex_rng.standard_normal((c.size // f, c.size // f)).astype(np.float32)
     markings = ndimage.gaussian_filter(noise, sigma=max(c.size / 160.0 / f, 0.6))
     if f > 1:
-        markings = ndimage.zoom(markings, f, order=1)
+        from PIL import Image
+
+        markings = np.array(
+            Image.fromarray(markings, mode="F").resize((c.size, c.size), Image.Resampling.BILINEAR)
+        )
     markings /= markings.std() + 1e-6
     hilum = np.exp(-(((dist - a.med_half - 0.04) / 0.12) ** 2) - ((yy - 0.45) / 0.2) ** 2)
     img[lungs] = 0.16 + (0.025 + 0.03 * hilum[lungs]) * markings[lungs]

@@ -21,7 +21,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ def iter_samples(
     size: int = 128,
     catalogue: Catalogue | None = None,
     workers: int = 1,
+    image_dir: Path | None = None,
 ) -> Iterator[Sample]:
     """Yield ``n`` synthetic studies in a deterministic order.
 
@@ -110,6 +111,8 @@ def iter_samples(
         catalogue: findings catalogue; the packaged one when None.
         workers: processes that render pixels (1: render in this process). Results are
             identical for any number of workers.
+        image_dir: when set, each study's model-ready view is also written there as
+            ``<study_id>.png`` (by the rendering process).
 
     Yields:
         One :class:`Sample` per study.
@@ -125,7 +128,8 @@ def iter_samples(
     state = StudyState(cat=catalogue or load_catalogue(), seed=seed, size=size)
     plan = _patient_plan(n, seed)
     jobs = (
-        plan_study(state, i, patient, split, kinds[i % len(kinds)]) for i, (patient, split) in enumerate(plan)
+        _with_image(plan_study(state, i, patient, split, kinds[i % len(kinds)]), image_dir)
+        for i, (patient, split) in enumerate(plan)
     )
     if workers <= 1:
         for job in jobs:
@@ -145,10 +149,16 @@ def iter_samples(
             yield finish_study(state, done_job, fut.result())
 
 
+def _with_image(job: RenderJob, image_dir: Path | None) -> RenderJob:
+    if image_dir is None:
+        return job
+    return replace(job, image_path=str(image_dir / f"{job.spec.study_id}.png"))
+
+
 def _run(job: RenderJob) -> Render:
     try:
         return run_job(job)
-    except (ValueError, ArithmeticError) as e:
+    except (ValueError, ArithmeticError, OSError) as e:
         raise PhantomError(f"rendering study {job.spec.study_id}: {e}") from e
 
 
@@ -223,12 +233,6 @@ def _records(sample: Sample, image: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(np.round(pixels * 255.0).astype(np.uint8)).save(path, optimize=False)
-
-
 def _write_dicom(folder: Path, sample: Sample, seed: int) -> None:
     from data_prep.phantoms.dicom_io import write_ct_series, write_cxr_dicom
 
@@ -285,10 +289,9 @@ def generate(
             (out_dir / s).mkdir(exist_ok=True)
             for name in FILES:
                 handles[(s, name)] = (out_dir / s / f"{name}.jsonl").open("w", encoding="utf-8")
-        for sample in iter_samples(n, seed, kinds, size, workers=workers):
+        for sample in iter_samples(n, seed, kinds, size, workers=workers, image_dir=out_dir / "images"):
             sid, s = sample.spec.study_id, sample.split
             image = f"images/{sid}.png"
-            _write_png(out_dir / image, sample.pixels)
             if dicom:
                 _write_dicom(out_dir / "dicom", sample, seed)
             for name, recs in _records(sample, image).items():

@@ -85,6 +85,7 @@ class RenderJob:
         size: image side length.
         seed: seed sequence of the rendering stream.
         anatomy: chest anatomy (radiographs only).
+        image_path: when set, the renderer also writes the model-ready PNG there.
     """
 
     spec: StudySpec
@@ -92,6 +93,7 @@ class RenderJob:
     size: int
     seed: tuple[int, ...]
     anatomy: CxrAnatomy | None = None
+    image_path: str = ""
 
 
 def plan_study(st: StudyState, index: int, patient: int, split: str, kind: str) -> RenderJob:
@@ -130,8 +132,15 @@ def plan_study(st: StudyState, index: int, patient: int, split: str, kind: str) 
     return RenderJob(spec=spec, split=split, size=st.size, seed=(st.seed, index, 1), anatomy=anatomy)
 
 
+def write_png(path: str, pixels: np.ndarray) -> None:
+    """Write float pixels in [0, 1] as an 8-bit PNG (greyscale, or RGB for ``(H, W, 3)``)."""
+    from PIL import Image
+
+    Image.fromarray(np.round(pixels * 255.0).astype(np.uint8)).save(path, compress_level=1)
+
+
 def run_job(job: RenderJob) -> Render:
-    """Render one study's pixels (safe to call in a worker process).
+    """Render one study's pixels, and its PNG when ``job.image_path`` is set (worker-safe).
 
     Args:
         job: the render job.
@@ -141,7 +150,15 @@ def run_job(job: RenderJob) -> Render:
 
     Raises:
         ValueError: if the job cannot be rendered.
+        OSError: if the PNG cannot be written.
     """
+    render = _render(job)
+    if job.image_path:
+        write_png(job.image_path, render.pixels)
+    return render
+
+
+def _render(job: RenderJob) -> Render:
     rng = np.random.default_rng(list(job.seed))
     spec = job.spec
     if spec.kind == "cxr":
