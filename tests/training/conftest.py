@@ -1,0 +1,151 @@
+"""Shared fixtures: a tiny phantoms dataset and a tiny Llama LM with a byte-level BPE tokenizer.
+
+Everything is built offline in a few seconds: hidden 32, 2 layers, 32-px images, 16-px patches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phantoms folder (32 studies, 32 px) written by ``data_prep.phantoms``."""
+    from data_prep.phantoms.generate import generate
+
+    out = tmp_path_factory.mktemp("phantoms")
+    generate(out, n=40, seed=3, size=32, dicom=False)
+    return out
+
+
+def _corpus(data: Path) -> list[str]:
+    import json
+
+    texts = []
+    for split in ("train", "val", "test"):
+        for name in ("vqa", "captions", "probes"):
+            path = data / split / f"{name}.jsonl"
+            if path.is_file():
+                for line in path.read_text().splitlines():
+                    record: dict[str, Any] = json.loads(line)
+                    texts += [
+                        str(record.get("question", "")),
+                        str(record.get("answer", "")),
+                        str(record.get("caption", "")),
+                    ]
+    return texts + ["user assistant system"]
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
+    """A tiny ``LlamaForCausalLM`` folder with a BPE tokenizer trained on the fixture's text."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny_lm")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(_corpus(tiny_data), trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        pad_token="<|im_end|>",
+    )
+    tokenizer.save_pretrained(out)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
+
+
+TINY_VISION = {
+    "image_size": 32,
+    "patch_size": 16,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_channels": 3,
+}
+
+
+def common(out: Path, data: Path, **extra: Any) -> dict[str, Any]:
+    """Config values shared by the tiny recipe runs."""
+    return {
+        "out_dir": str(out),
+        "data_dir": str(data),
+        "max_steps": 2,
+        "batch_size": 2,
+        "log_every": 1,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def stage0_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
+    """A 2-step stage-0 checkpoint of the tiny ViT."""
+    from training.config import build
+    from training.recipes.vision_pretrain import VisionPretrainConfig, VisionPretrainRecipe
+
+    out = tmp_path_factory.mktemp("stage0")
+    cfg = build(VisionPretrainConfig, common(out, tiny_data, vision=TINY_VISION))
+    return VisionPretrainRecipe(cfg).run().checkpoint
+
+
+@pytest.fixture(scope="session")
+def stage1_ckpt(
+    tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_lm: Path, stage0_ckpt: Path
+) -> Path:
+    """A 2-step stage-1 checkpoint."""
+    from training.config import build
+    from training.recipes.projector_align import ProjectorAlignConfig, ProjectorAlignRecipe
+
+    out = tmp_path_factory.mktemp("stage1")
+    cfg = build(ProjectorAlignConfig, common(out, tiny_data, init_from=str(stage0_ckpt), lm_dir=str(tiny_lm)))
+    return ProjectorAlignRecipe(cfg).run().checkpoint
+
+
+@pytest.fixture(scope="session")
+def stage2_ckpt(
+    tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_lm: Path, stage1_ckpt: Path
+) -> Path:
+    """A 2-step stage-2 (LoRA) checkpoint."""
+    from training.config import build
+    from training.recipes.instruct_lora import InstructLoraConfig, InstructLoraRecipe
+
+    out = tmp_path_factory.mktemp("stage2")
+    values = common(
+        out, tiny_data, init_from=str(stage1_ckpt), lm_dir=str(tiny_lm), lora={"r": 2, "alpha": 4}
+    )
+    return InstructLoraRecipe(build(InstructLoraConfig, values)).run().checkpoint

@@ -1,0 +1,130 @@
+"""Turn examples into model batches: chat-formatted Llava inputs with answer-only labels.
+
+Each example becomes ``prompt + answer + <|im_end|>`` where the prompt is the processor's chat
+template applied to one user turn ``[image, question]`` with the generation prompt. Labels are
+``-100`` on the prompt (including the image tokens) and padding, so the loss covers only the answer
+(LLaVA stage-1/2 recipe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from training.data import PixelCache, QAExample
+
+if TYPE_CHECKING:
+    import torch
+
+IGNORE_INDEX = -100
+END_OF_TURN = "<|im_end|>"
+
+
+def chat_prompt(processor: Any, question: str, *, with_image: bool = True) -> str:
+    """The prompt text for one user question, ending with the assistant header.
+
+    Args:
+        processor: a processor (or tokenizer) with a chat template.
+        question: the question text.
+        with_image: put one image placeholder before the question.
+
+    Returns:
+        The rendered prompt (image placeholder not yet expanded).
+    """
+    content: list[dict[str, str]] = [{"type": "image"}] if with_image else []
+    content.append({"type": "text", "text": question})
+    prompt: str = processor.apply_chat_template(
+        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+    )
+    return prompt
+
+
+@dataclass
+class LlavaBatcher:
+    """Builds Llava training batches.
+
+    Attributes:
+        processor: the model's ``LlavaProcessor``.
+        pixels: pixel cache built on the processor's image processor.
+        image_seq_len: image tokens per image (``(S / patch)**2``).
+        max_answer_tokens: answers are cut to this many tokens (plus the end-of-turn token).
+    """
+
+    processor: Any
+    pixels: PixelCache
+    image_seq_len: int
+    max_answer_tokens: int = 48
+
+    def _ids(self, text: str) -> list[int]:
+        ids: list[int] = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def encode(self, question: str, answer: str) -> tuple[list[int], list[int]]:
+        """Token ids and labels of one example.
+
+        Returns:
+            ``(input_ids, labels)`` of equal length; labels are IGNORE_INDEX on the prompt.
+        """
+        image_token = self.processor.image_token
+        prompt = chat_prompt(self.processor, question).replace(image_token, image_token * self.image_seq_len)
+        prompt_ids = self._ids(prompt)
+        answer_ids = self._ids(answer)[: self.max_answer_tokens] + self._ids(END_OF_TURN)
+        return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+
+    def __call__(
+        self, examples: Sequence[QAExample], answers: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Collate examples (right-padded).
+
+        Args:
+            examples: the examples (each must have an image).
+            answers: replace the examples' answers (DPO chosen/rejected); None keeps them.
+
+        Returns:
+            ``input_ids`` / ``attention_mask`` / ``labels`` ``(B, T)`` and ``pixel_values`` ``(B, 3, S, S)``.
+        """
+        import torch
+
+        texts = answers if answers is not None else [e.answer for e in examples]
+        encoded = [self.encode(e.question, a) for e, a in zip(examples, texts, strict=True)]
+        width = max(len(ids) for ids, _ in encoded)
+        pad = self.processor.tokenizer.pad_token_id
+        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        labels = torch.full((len(encoded), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, (ids, lab) in enumerate(encoded):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(lab)] = torch.tensor(lab)
+            mask[row, : len(ids)] = 1
+        images = []
+        for e in examples:
+            if e.image is None:
+                raise ValueError(f"example {e.id or e.question[:30]!r} has no image")
+            images.append(e.image)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "pixel_values": self.pixels.get(images),
+        }
+
+
+def answer_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of the labelled tokens of each sequence.
+
+    Args:
+        logits: ``(B, T, V)`` next-token logits aligned with ``labels`` (position t predicts t+1).
+        labels: ``(B, T)`` with IGNORE_INDEX where not scored.
+
+    Returns:
+        ``(B,)`` sums of ``log p(label_t+1 | <= t)`` over labelled positions.
+    """
+    import torch
+
+    shifted_logits = logits[:, :-1, :].float()
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    safe = torch.where(mask, targets, torch.zeros_like(targets))
+    logp = torch.log_softmax(shifted_logits, dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return (logp * mask).sum(dim=-1)

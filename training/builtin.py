@@ -1,0 +1,195 @@
+"""Rebuild the built-in model from scratch: synthetic data → stage 0 → stage 1 → stage 2 → export.
+
+One command runs it (``medvlm train builtin --out DIR``; config ``training/configs/builtin.yaml``).
+Each stage writes ``DIR/stage<k>/final``; a stage whose final checkpoint exists is skipped and a
+stage with an intermediate ``step-<n>`` checkpoint resumes from the latest one, so an interrupted
+rebuild continues where it stopped. ``export_builtin`` writes the small committed parts (float16):
+``parts.safetensors``, ``parts.json`` (with provenance) and ``adapter/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.config import build, save_resolved
+from training.loop import Recipe, TrainResult
+from training.recipes.instruct_lora import ADAPTER_DIR, InstructLoraConfig, InstructLoraRecipe
+from training.recipes.projector_align import ProjectorAlignConfig, ProjectorAlignRecipe
+from training.recipes.vision_pretrain import VisionPretrainConfig, VisionPretrainRecipe
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhantomArgs:
+    """Synthetic data for the rebuild (``medvlm phantoms``)."""
+
+    n: int = 3000
+    seed: int = 1
+    size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.n < 10 or self.size < 16:
+            raise ValueError("PhantomArgs: need n >= 10 and size >= 16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltinPipelineConfig:
+    """The whole rebuild.
+
+    Attributes:
+        out_dir: working folder (``data/``, ``stage0/``, ``stage1/``, ``stage2/``, ``weights/``).
+        data_dir: an existing phantoms folder; None generates one into ``out_dir/data``.
+        data: phantom generation parameters (used when ``data_dir`` is None).
+        version: version written into ``parts.json``.
+        stage0: overrides of :class:`VisionPretrainConfig` (``out_dir``/``data_dir`` are set here).
+        stage1: overrides of :class:`ProjectorAlignConfig`.
+        stage2: overrides of :class:`InstructLoraConfig`.
+        weights_out: also copy the exported parts there (e.g. ``medvlm/builtin/weights``).
+    """
+
+    out_dir: str
+    data_dir: str | None = None
+    data: PhantomArgs = field(default_factory=PhantomArgs)
+    version: str = "0.1.0"
+    stage0: dict[str, Any] = field(default_factory=dict)
+    stage1: dict[str, Any] = field(default_factory=dict)
+    stage2: dict[str, Any] = field(default_factory=dict)
+    weights_out: str | None = None
+
+
+def _latest_step(folder: Path) -> Path | None:
+    steps = sorted(
+        (p for p in folder.glob("step-*") if (p / "state.pt").is_file()),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
+    return steps[-1] if steps else None
+
+
+def _run_stage(
+    name: str, folder: Path, make: Callable[[dict[str, Any]], Recipe], values: dict[str, Any]
+) -> Path:
+    final = folder / "final"
+    if (final / "state.pt").is_file():
+        logger.info("%s: done already (%s)", name, final)
+        return final
+    latest = _latest_step(folder)
+    if latest is not None and "resume_from" not in values:
+        values = {**values, "resume_from": str(latest)}
+    result: TrainResult = make(values).run()
+    logger.info(
+        "%s: %d steps, loss %.4f, %.2f samples/s",
+        name,
+        result.steps,
+        result.final_loss,
+        result.samples_per_second,
+    )
+    return result.checkpoint
+
+
+def generate_data(cfg: BuiltinPipelineConfig) -> Path:
+    """The phantoms folder to train on, generated once into ``out_dir/data`` when not given."""
+    if cfg.data_dir:
+        return Path(cfg.data_dir)
+    data = Path(cfg.out_dir) / "data"
+    if not (data / "manifest.json").is_file():
+        from data_prep.phantoms.generate import generate
+
+        generate(data, n=cfg.data.n, seed=cfg.data.seed, size=cfg.data.size, dicom=False)
+    return data
+
+
+def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
+    """Run every stage and export the parts.
+
+    Args:
+        cfg: the pipeline config.
+
+    Returns:
+        The exported weights folder (``out_dir/weights``).
+    """
+    out = Path(cfg.out_dir)
+    save_resolved(cfg, out)
+    data = str(generate_data(cfg))
+    common = {"data_dir": data}
+    s0 = _run_stage(
+        "stage0",
+        out / "stage0",
+        lambda v: VisionPretrainRecipe(build(VisionPretrainConfig, v)),
+        {**cfg.stage0, **common, "out_dir": str(out / "stage0")},
+    )
+    s1 = _run_stage(
+        "stage1",
+        out / "stage1",
+        lambda v: ProjectorAlignRecipe(build(ProjectorAlignConfig, v)),
+        {**cfg.stage1, **common, "out_dir": str(out / "stage1"), "init_from": str(s0)},
+    )
+    s2 = _run_stage(
+        "stage2",
+        out / "stage2",
+        lambda v: InstructLoraRecipe(build(InstructLoraConfig, v)),
+        {**cfg.stage2, **common, "out_dir": str(out / "stage2"), "init_from": str(s1)},
+    )
+    provenance = {
+        "data": {"n": cfg.data.n, "seed": cfg.data.seed, "size": cfg.data.size} if not cfg.data_dir else data,
+        "stages": [str(s0), str(s1), str(s2)],
+    }
+    weights = export_builtin(s2, out / "weights", version=cfg.version, provenance=provenance)
+    if cfg.weights_out:
+        target = Path(cfg.weights_out)
+        target.mkdir(parents=True, exist_ok=True)
+        for item in weights.iterdir():
+            dest = target / item.name
+            if item.is_dir():
+                shutil.copytree(item, dest, dirs_exist_ok=True)
+            else:
+                shutil.copy2(item, dest)
+    return weights
+
+
+def export_builtin(checkpoint: Path, weights_dir: Path, *, version: str, provenance: dict[str, Any]) -> Path:
+    """Write the committed form of the built-in model's trained parts, in float16.
+
+    Args:
+        checkpoint: a stage-2 (or DPO) checkpoint with ``parts.safetensors``, ``parts.json``, ``adapter/``.
+        weights_dir: destination (created).
+        version: written into ``parts.json``.
+        provenance: written into ``parts.json`` ``extra``.
+
+    Returns:
+        ``weights_dir``.
+    """
+    import dataclasses
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from medvlm.builtin import PartsSpec
+
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    parts = load_file(str(checkpoint / "parts.safetensors"))
+    save_file(
+        {k: v.to(torch.float16).contiguous() for k, v in parts.items()},
+        str(weights_dir / "parts.safetensors"),
+    )
+    spec = PartsSpec.from_file(checkpoint / "parts.json")
+    spec = dataclasses.replace(spec, version=version, synthetic_only=True, extra=provenance)
+    (weights_dir / "parts.json").write_text(spec.to_json())
+    adapter_in, adapter_out = checkpoint / ADAPTER_DIR, weights_dir / ADAPTER_DIR
+    if (adapter_in / "adapter_model.safetensors").is_file():
+        adapter_out.mkdir(exist_ok=True)
+        lora = load_file(str(adapter_in / "adapter_model.safetensors"))
+        save_file(
+            {k: v.to(torch.float16).contiguous() for k, v in lora.items()},
+            str(adapter_out / "adapter_model.safetensors"),
+        )
+        config = json.loads((adapter_in / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = "medvlm-builtin"
+        (adapter_out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    return weights_dir

@@ -1,0 +1,279 @@
+"""Training examples read from a folder written by ``medvlm phantoms`` (LLaVA JSONL) or similar files.
+
+Folder layout (see docs/PHANTOMS.md): ``DIR/images/<id>.png`` and ``DIR/<split>/{captions,vqa,
+probes}.jsonl``. Image paths in records are relative to ``DIR``. Only the split asked for is read,
+so evaluation never sees training records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """A dataset file is missing or malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """An image with its finding labels (stage 0).
+
+    Attributes:
+        image: absolute image path.
+        labels: finding ids and categorical attributes as ``"<finding>:<attribute>=<value>"``.
+    """
+
+    image: Path
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QAExample:
+    """One single-turn image question and its reference answer.
+
+    Attributes:
+        image: absolute image path, or None for a text-only record.
+        question: the question without the ``<image>`` placeholder.
+        answer: the reference answer.
+        question_type: ``"closed"`` or ``"open"``.
+        template: the question template or category (``existence``, ``laterality``, ...).
+        id: the record id.
+        options: answer options for closed questions, when known.
+    """
+
+    image: Path | None
+    question: str
+    answer: str
+    question_type: str = "open"
+    template: str = ""
+    id: str = ""
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A DPO preference: the corrected answer is preferred over the model's answer.
+
+    Attributes:
+        image: absolute image path.
+        question: the question.
+        chosen: the clinician-corrected (preferred) answer.
+        rejected: the answer the model gave.
+    """
+
+    image: Path
+    question: str
+    chosen: str
+    rejected: str
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSON-lines file.
+
+    Args:
+        path: the file.
+
+    Returns:
+        One mapping per non-empty line.
+
+    Raises:
+        DataError: unreadable file or a line that is not a JSON object.
+    """
+    out: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"reading {path}: {e}") from e
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            raise DataError(f"{path.name} line {number}: not JSON ({e})") from e
+        if not isinstance(record, dict):
+            raise DataError(f"{path.name} line {number}: not a JSON object")
+        out.append(record)
+    return out
+
+
+def split_file(data_dir: Path, split: str, name: str) -> Path:
+    """``data_dir/split/name.jsonl``, checked to exist.
+
+    Raises:
+        DataError: bad split or missing file.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
+    path = data_dir / split / f"{name}.jsonl"
+    if not path.is_file():
+        raise DataError(
+            f"missing {split}/{name}.jsonl in {data_dir} (is it a folder written by medvlm phantoms?)"
+        )
+    return path
+
+
+def finding_labels(findings: Iterable[dict[str, Any]]) -> tuple[str, ...]:
+    """Stage-0 label strings of a study's findings: ids plus categorical attributes.
+
+    Args:
+        findings: ``[{"id": ..., "attributes": {...}}, ...]`` as in captions.jsonl.
+
+    Returns:
+        Sorted labels, e.g. ``("lung_nodule", "lung_nodule:laterality=left", "lung_nodule:zone=upper")``;
+        integer attributes (sizes) are left out.
+    """
+    labels: set[str] = set()
+    for finding in findings:
+        fid = str(finding["id"])
+        labels.add(fid)
+        for key, value in (finding.get("attributes") or {}).items():
+            if isinstance(value, str):
+                labels.add(f"{fid}:{key}={value}")
+    return tuple(sorted(labels))
+
+
+def load_labelled_images(data_dir: Path, split: str) -> list[LabelledImage]:
+    """Images of one split with their finding labels, from ``captions.jsonl``.
+
+    Raises:
+        DataError: missing file or a record without ``image``/``findings``.
+    """
+    path = split_file(data_dir, split, "captions")
+    out = []
+    for number, record in enumerate(read_jsonl(path), 1):
+        if "image" not in record or "findings" not in record:
+            raise DataError(f"{path.name} record {number}: needs 'image' and 'findings'")
+        out.append(LabelledImage(data_dir / str(record["image"]), finding_labels(record["findings"])))
+    return out
+
+
+def _first_turn(record: dict[str, Any]) -> tuple[str, str] | None:
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or len(turns) < 2:
+        return None
+    human, gpt = turns[0], turns[1]
+    question = str(human.get("value", "")).replace("<image>", "").strip()
+    return question, str(gpt.get("value", "")).strip()
+
+
+def qa_from_record(record: dict[str, Any], root: Path) -> QAExample:
+    """One :class:`QAExample` from a LLaVA-JSONL record (``conversations``) or a flat one.
+
+    Args:
+        record: a mapping with ``question``/``answer`` or ``conversations`` and optionally ``image``,
+            ``question_type``, ``template``, ``id``, ``options``.
+        root: folder that relative image paths are relative to.
+
+    Returns:
+        The example.
+
+    Raises:
+        DataError: no question or answer.
+    """
+    question, answer = record.get("question"), record.get("answer")
+    if question is None or answer is None:
+        turn = _first_turn(record)
+        if turn is None:
+            raise DataError(f"record {record.get('id', '?')}: no question/answer or conversations")
+        question, answer = turn
+    image = record.get("image")
+    return QAExample(
+        image=(root / str(image)) if image else None,
+        question=str(question).replace("<image>", "").strip(),
+        answer=str(answer).strip(),
+        question_type=str(record.get("question_type", "open")),
+        template=str(record.get("template", record.get("category", ""))),
+        id=str(record.get("id", "")),
+        options=tuple(str(o) for o in record.get("options", ()) or ()),
+    )
+
+
+def load_qa(data_dir: Path, split: str, names: Sequence[str] = ("vqa",)) -> list[QAExample]:
+    """Single-turn examples of one split from the named JSONL files (``vqa``, ``captions``).
+
+    Raises:
+        DataError: a file is missing or a record is malformed.
+    """
+    out: list[QAExample] = []
+    for name in names:
+        path = split_file(data_dir, split, name)
+        out += [qa_from_record(r, data_dir) for r in read_jsonl(path)]
+    return out
+
+
+def load_preferences(path: Path, root: Path | None = None) -> list[PreferencePair]:
+    """DPO preference pairs from JSONL: ``image``, ``question``, ``chosen``, ``rejected``.
+
+    Args:
+        path: the JSONL file.
+        root: folder for relative image paths; the file's folder when None.
+
+    Raises:
+        DataError: a record lacks a field or chosen equals rejected.
+    """
+    base = root or path.parent
+    out = []
+    for number, record in enumerate(read_jsonl(path), 1):
+        try:
+            pair = PreferencePair(
+                base / str(record["image"]),
+                str(record["question"]),
+                str(record["chosen"]),
+                str(record["rejected"]),
+            )
+        except KeyError as e:
+            raise DataError(f"{path.name} record {number}: missing {e}") from e
+        if pair.chosen.strip() == pair.rejected.strip():
+            raise DataError(f"{path.name} record {number}: chosen and rejected are the same")
+        out.append(pair)
+    return out
+
+
+@dataclass
+class PixelCache:
+    """Preprocessed pixel tensors per image path, computed once (datasets here are small).
+
+    Attributes:
+        image_processor: a Hugging Face image processor (``CLIPImageProcessor``).
+    """
+
+    image_processor: Any
+    _cache: dict[Path, torch.Tensor] | None = None
+
+    def get(self, paths: Sequence[Path]) -> torch.Tensor:
+        """Pixel values ``(B, 3, S, S)`` for the images.
+
+        Raises:
+            DataError: an image cannot be read.
+        """
+        import torch
+        from PIL import Image
+
+        if self._cache is None:
+            self._cache = {}
+        missing = [p for p in dict.fromkeys(paths) if p not in self._cache]
+        if missing:
+            images = []
+            for path in missing:
+                try:
+                    with Image.open(path) as handle:
+                        images.append(handle.convert("RGB"))
+                except OSError as e:
+                    raise DataError(f"reading image {path.name}: {e}") from e
+            pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+            for path, tensor in zip(missing, pixels, strict=True):
+                self._cache[path] = tensor
+        return torch.stack([self._cache[p] for p in paths])

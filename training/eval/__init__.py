@@ -1,0 +1,1 @@
+"""The evaluation harness behind ``medvlm eval {vqa,probe,reportcheck}``."""

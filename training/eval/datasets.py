@@ -1,0 +1,220 @@
+"""Evaluation sets: the synthetic phantoms test split, and the published VQA formats.
+
+Supported inputs for ``--data``:
+
+- a folder written by ``medvlm phantoms``: its **test** split only (``test/vqa.jsonl``,
+  ``test/probes.jsonl``, ``test/report_errors.jsonl``); the train split is never read here;
+- VQA-RAD (Lau et al., 2018) ``VQA_RAD Dataset Public.json``: a JSON list with ``image_name``,
+  ``question``, ``answer``, ``answer_type`` (``CLOSED``/``OPEN``); images in the file's folder or a
+  sibling ``VQA_RAD Image Folder``;
+- SLAKE (Liu et al., 2021) ``test.json``: a JSON list with ``img_name``, ``question``, ``answer``,
+  ``answer_type``, ``q_lang`` (only ``en`` is kept), ``content_type``; images under ``imgs/``;
+- PathVQA (He et al., 2020) as JSON/JSONL records with ``image`` (an id or file name), ``question``,
+  ``answer``; images under ``images/`` (``<id>.jpg`` / ``.png``); yes/no answers are closed.
+
+The datasets themselves cannot be installed here; the loaders are tested on small fixtures in the
+published layouts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from training.data import DataError, QAExample, qa_from_record, read_jsonl, split_file
+
+EVAL_SPLIT = "test"
+
+
+def _read_json_or_jsonl(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"reading {path.name}: {e}") from e
+    if isinstance(data, dict):
+        for key in ("data", "questions", "annotations"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError(f"{path.name}: expected a list of objects")
+    return data
+
+
+def _closed(answer_type: Any, answer: str) -> str:
+    text = str(answer_type or "").strip().upper()
+    if text in ("CLOSED", "CLOSE", "YES/NO", "YESNO"):
+        return "closed"
+    if text == "OPEN":
+        return "open"
+    return "closed" if answer.strip().lower() in ("yes", "no") else "open"
+
+
+def _find_image(roots: list[Path], name: str) -> Path | None:
+    for root in roots:
+        for candidate in (root / name, *(root / f"{name}{ext}" for ext in (".jpg", ".jpeg", ".png"))):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def detect_format(path: Path) -> str:
+    """Name the format of ``--data``: ``phantoms``, ``vqa_rad``, ``slake``, ``pathvqa`` or ``jsonl``.
+
+    Raises:
+        DataError: unreadable or unrecognised.
+    """
+    if path.is_dir():
+        if (path / EVAL_SPLIT).is_dir():
+            return "phantoms"
+        raise DataError(f"{path} is a folder without a {EVAL_SPLIT}/ split (not written by medvlm phantoms)")
+    records = _read_json_or_jsonl(path)
+    if not records:
+        raise DataError(f"{path.name}: no records")
+    first = records[0]
+    if "image_name" in first and "answer_type" in first:
+        return "vqa_rad"
+    if "img_name" in first and "q_lang" in first:
+        return "slake"
+    if "conversations" in first or "question_type" in first:
+        return "jsonl"
+    if "image" in first and "question" in first and "answer" in first:
+        return "pathvqa"
+    raise DataError(f"{path.name}: unrecognised VQA format (keys {sorted(first)[:8]})")
+
+
+def load_vqa_rad(path: Path) -> list[QAExample]:
+    """VQA-RAD public JSON.
+
+    Raises:
+        DataError: missing fields or images.
+    """
+    roots = [path.parent, path.parent / "VQA_RAD Image Folder", path.parent / "images"]
+    out = []
+    for number, r in enumerate(_read_json_or_jsonl(path), 1):
+        try:
+            name, question, answer = str(r["image_name"]), str(r["question"]), str(r["answer"])
+        except KeyError as e:
+            raise DataError(f"{path.name} record {number}: missing {e}") from e
+        image = _find_image(roots, name)
+        if image is None:
+            raise DataError(f"{path.name} record {number}: image {name} not found")
+        out.append(
+            QAExample(
+                image,
+                question,
+                answer,
+                _closed(r.get("answer_type"), answer),
+                str(r.get("question_type", "")),
+                str(r.get("qid", number)),
+            )
+        )
+    return out
+
+
+def load_slake(path: Path) -> list[QAExample]:
+    """SLAKE JSON (English questions only).
+
+    Raises:
+        DataError: missing fields or images.
+    """
+    roots = [path.parent / "imgs", path.parent]
+    out = []
+    for number, r in enumerate(_read_json_or_jsonl(path), 1):
+        if str(r.get("q_lang", "en")) != "en":
+            continue
+        try:
+            name, question, answer = str(r["img_name"]), str(r["question"]), str(r["answer"])
+        except KeyError as e:
+            raise DataError(f"{path.name} record {number}: missing {e}") from e
+        image = _find_image(roots, name)
+        if image is None:
+            raise DataError(f"{path.name} record {number}: image {name} not found")
+        out.append(
+            QAExample(
+                image,
+                question,
+                answer,
+                _closed(r.get("answer_type"), answer),
+                str(r.get("content_type", "")),
+                str(r.get("qid", number)),
+            )
+        )
+    return out
+
+
+def load_pathvqa(path: Path) -> list[QAExample]:
+    """PathVQA-style JSON/JSONL (``image``, ``question``, ``answer``).
+
+    Raises:
+        DataError: missing fields or images.
+    """
+    roots = [path.parent / "images", path.parent]
+    roots += (
+        [d for d in (path.parent / "images").glob("*") if d.is_dir()]
+        if (path.parent / "images").is_dir()
+        else []
+    )
+    out = []
+    for number, r in enumerate(_read_json_or_jsonl(path), 1):
+        try:
+            name, question, answer = str(r["image"]), str(r["question"]), str(r["answer"])
+        except KeyError as e:
+            raise DataError(f"{path.name} record {number}: missing {e}") from e
+        image = _find_image(roots, name)
+        if image is None:
+            raise DataError(f"{path.name} record {number}: image {name} not found")
+        qtype = _closed(r.get("answer_type"), answer)
+        out.append(
+            QAExample(image, question, answer, qtype, "yes/no" if qtype == "closed" else "open", str(number))
+        )
+    return out
+
+
+def load_vqa(path: Path) -> list[QAExample]:
+    """Evaluation questions from any supported ``--data`` (phantoms: the test split only).
+
+    Raises:
+        DataError: unrecognised format or malformed records.
+    """
+    fmt = detect_format(path)
+    if fmt == "phantoms":
+        return [qa_from_record(r, path) for r in read_jsonl(split_file(path, EVAL_SPLIT, "vqa"))]
+    if fmt == "vqa_rad":
+        return load_vqa_rad(path)
+    if fmt == "slake":
+        return load_slake(path)
+    if fmt == "pathvqa":
+        return load_pathvqa(path)
+    return [qa_from_record(r, path.parent) for r in _read_json_or_jsonl(path)]
+
+
+def load_probes(path: Path) -> list[tuple[str, str, QAExample]]:
+    """ProbMed-style probes: ``(pair_id, kind, example)`` with kind ``true`` or ``adversarial``.
+
+    Args:
+        path: a phantoms folder (its ``test/probes.jsonl``) or a probes JSONL file.
+
+    Raises:
+        DataError: a record lacks ``pair_id``, ``question``, ``answer`` or ``image``.
+    """
+    file = split_file(path, EVAL_SPLIT, "probes") if path.is_dir() else path
+    root = path if path.is_dir() else path.parent
+    out = []
+    for number, r in enumerate(read_jsonl(file), 1):
+        try:
+            example = QAExample(
+                root / str(r["image"]),
+                str(r["question"]),
+                str(r["answer"]),
+                "closed",
+                str(r.get("category", "")),
+                str(r.get("id", number)),
+            )
+            out.append((str(r["pair_id"]), str(r.get("kind", "")), example))
+        except KeyError as e:
+            raise DataError(f"{file.name} record {number}: missing {e}") from e
+    return out

@@ -1,0 +1,261 @@
+"""Run a model over evaluation questions and score it.
+
+The model is loaded through the model layer's ``medvlm.load`` (offline, with the LoRA adapter when
+given) and asked each question in the same single-turn chat format the built-in model was trained
+with (:func:`training.batching.chat_prompt`), greedy, in batches. ``blank=True`` replaces every image
+with a uniform mid-grey image of the same size: the blind baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.batching import chat_prompt
+from training.data import DataError, QAExample, read_jsonl, split_file
+from training.eval.datasets import EVAL_SPLIT, load_probes, load_vqa
+from training.eval.metrics import (
+    Scored,
+    closed_correct,
+    paired_accuracy,
+    parse_report_verdict,
+    reportcheck_metrics,
+    vqa_metrics,
+)
+
+logger = logging.getLogger(__name__)
+
+REPORT_ERROR_TYPES = (
+    "wrong_laterality",
+    "omitted_finding",
+    "inserted_finding",
+    "negation_flip",
+    "wrong_severity",
+    "wrong_location",
+)
+REPORTCHECK_QUESTION = (
+    "Here is the radiology report for this image:\n{report}\n"
+    "Does the report contain an error? Answer yes or no. If yes, name the error type: "
+    + ", ".join(t.replace("_", " ") for t in REPORT_ERROR_TYPES)
+    + "."
+)
+
+
+@dataclass
+class Answerer:
+    """A loaded model answering single-turn image questions.
+
+    Attributes:
+        model: the Hugging Face model (peft-wrapped when an adapter is active).
+        processor: its processor (chat template, image processor, tokenizer).
+        model_version: version string for reports.
+        max_new_tokens: generation budget.
+        batch_size: questions per ``generate`` call.
+    """
+
+    model: Any
+    processor: Any
+    model_version: str
+    max_new_tokens: int = 24
+    batch_size: int = 16
+    _blank_cache: dict[tuple[int, int], Any] = field(default_factory=dict)
+
+    def _image(self, path: Path | None, blank: bool) -> Any:
+        from PIL import Image
+
+        if path is None:
+            raise DataError("a question without an image cannot be evaluated by this harness")
+        try:
+            with Image.open(path) as handle:
+                image = handle.convert("RGB")
+        except OSError as e:
+            raise DataError(f"reading image {path.name}: {e}") from e
+        if blank:
+            return Image.new("RGB", image.size, (128, 128, 128))
+        return image
+
+    def answer(self, examples: Sequence[QAExample], *, blank: bool = False) -> list[str]:
+        """Greedy answers, in order.
+
+        Args:
+            examples: questions with images.
+            blank: replace every image by uniform grey (blind baseline).
+
+        Returns:
+            One answer string per example.
+        """
+        import torch
+
+        tokenizer = self.processor.tokenizer
+        tokenizer.padding_side = "left"
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        out: list[str] = []
+        for start in range(0, len(examples), self.batch_size):
+            chunk = examples[start : start + self.batch_size]
+            prompts = [chat_prompt(self.processor, e.question) for e in chunk]
+            images = [self._image(e.image, blank) for e in chunk]
+            inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True)
+            device = next(self.model.parameters()).device
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            with torch.no_grad():
+                generated = self.model.generate(
+                    **inputs,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=end,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new = generated[:, inputs["input_ids"].shape[1] :]
+            out += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return out
+
+
+def load_answerer(
+    model: str, adapter: str | None = None, *, num_threads: int = 1, batch_size: int = 16
+) -> Answerer:
+    """Load ``builtin`` (via ``medvlm.builtin.prepare``) or a model folder through ``medvlm.load``.
+
+    Args:
+        model: ``builtin`` or a local checkpoint folder.
+        adapter: LoRA adapter folder (for ``builtin``, the shipped adapter is used unless given).
+        num_threads: CPU threads.
+        batch_size: questions per generate call.
+
+    Returns:
+        The answerer.
+    """
+    import medvlm
+
+    model_dir: Path = Path(model)
+    if model == "builtin":
+        from medvlm.builtin import prepare
+
+        built = prepare()
+        model_dir = built.model_dir
+        adapter = adapter or (str(built.adapter_dir) if built.adapter_dir else None)
+    loaded = medvlm.load(model_dir, adapter=adapter, num_threads=num_threads)
+    version = loaded.model_version + (f"+{loaded.adapter_version}" if loaded.adapter_version else "")
+    loaded.model.eval()
+    return Answerer(loaded.model, loaded.processor, version, batch_size=batch_size)
+
+
+def _limit(items: list[Any], limit: int | None) -> list[Any]:
+    return items[:limit] if limit else items
+
+
+def evaluate_vqa(answerer: Answerer, data: Path, *, limit: int | None = None) -> dict[str, Any]:
+    """Closed accuracy and open recall / token F1 on ``data`` (phantoms: test split).
+
+    Args:
+        answerer: the model.
+        data: phantoms folder or a dataset file.
+        limit: evaluate only the first ``limit`` questions.
+
+    Returns:
+        The metrics of :func:`vqa_metrics` plus ``n`` and ``seconds``.
+    """
+    examples = _limit(load_vqa(data), limit)
+    start = time.perf_counter()
+    predictions = answerer.answer(examples)
+    scored = [
+        Scored(e.question_type, e.template, p, e.answer, e.options)
+        for e, p in zip(examples, predictions, strict=True)
+    ]
+    return {**vqa_metrics(scored), "n": len(examples), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def evaluate_probe(answerer: Answerer, data: Path, *, limit: int | None = None) -> dict[str, Any]:
+    """ProbMed-style paired accuracy, with the blind baseline (same model, image blanked).
+
+    Args:
+        answerer: the model.
+        data: phantoms folder (test split) or a probes JSONL.
+        limit: evaluate only the first ``limit`` pairs.
+
+    Returns:
+        ``paired_accuracy``, ``blind_paired_accuracy``, ``n`` (pairs), ``question_accuracy`` and
+        per-category paired accuracy (``per_category``).
+    """
+    probes = load_probes(data)
+    if limit:
+        keep = list(dict.fromkeys(pid for pid, _, _ in probes))[:limit]
+        probes = [p for p in probes if p[0] in set(keep)]
+    examples = [e for _, _, e in probes]
+    start = time.perf_counter()
+    seeing = answerer.answer(examples)
+    blind = answerer.answer(examples, blank=True)
+    ok = [closed_correct(p, e.answer) for p, e in zip(seeing, examples, strict=True)]
+    ok_blind = [closed_correct(p, e.answer) for p, e in zip(blind, examples, strict=True)]
+    paired, n = paired_accuracy((pid, o) for (pid, _, _), o in zip(probes, ok, strict=True))
+    blind_paired, _ = paired_accuracy((pid, o) for (pid, _, _), o in zip(probes, ok_blind, strict=True))
+    per_category: dict[str, float] = {}
+    for category in sorted({e.template for e in examples}):
+        rows = [(pid, o) for (pid, _, e), o in zip(probes, ok, strict=True) if e.template == category]
+        per_category[category] = paired_accuracy(rows)[0]
+    return {
+        "paired_accuracy": paired,
+        "blind_paired_accuracy": blind_paired,
+        "n": n,
+        "question_accuracy": sum(ok) / len(ok) if ok else float("nan"),
+        "blind_question_accuracy": sum(ok_blind) / len(ok_blind) if ok_blind else float("nan"),
+        "per_category": per_category,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def evaluate_reportcheck(answerer: Answerer, data: Path, *, limit: int | None = None) -> dict[str, Any]:
+    """SIMPLE accuracy and COMPLEX macro-F1 of report error checking (phantoms ``report_errors``).
+
+    The model sees the image and the report and is asked whether the report has an error and of
+    which type (:data:`REPORTCHECK_QUESTION`); its free text is parsed by
+    :func:`parse_report_verdict`.
+
+    Args:
+        answerer: the model.
+        data: phantoms folder (test split) or a report_errors JSONL.
+        limit: evaluate only the first ``limit`` reports.
+
+    Returns:
+        ``simple_accuracy``, ``complex_macro_f1``, ``n`` and ``predicted_error_rate``.
+    """
+    file = split_file(data, EVAL_SPLIT, "report_errors") if data.is_dir() else data
+    root = data if data.is_dir() else data.parent
+    records = _limit(read_jsonl(file), limit)
+    examples, reference = [], []
+    for number, r in enumerate(records, 1):
+        try:
+            examples.append(
+                QAExample(root / str(r["image"]), REPORTCHECK_QUESTION.format(report=r["report"]), "")
+            )
+            has_error = bool(r["has_error"])
+            reference.append((has_error, str(r.get("error_type", "unknown")) if has_error else "no_error"))
+        except KeyError as e:
+            raise DataError(f"{file.name} record {number}: missing {e}") from e
+    start = time.perf_counter()
+    answers = answerer.answer(examples)
+    predicted = [parse_report_verdict(a, REPORT_ERROR_TYPES) for a in answers]
+    metrics = reportcheck_metrics(predicted, reference)
+    return {
+        **metrics,
+        "predicted_error_rate": sum(p[0] for p in predicted) / len(predicted) if predicted else float("nan"),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def markdown_table(task: str, model: str, metrics: dict[str, Any]) -> str:
+    """A two-column markdown table of the scalar metrics (nested ones flattened with ``/``)."""
+    rows = [f"| {task} | {model} |", "|---|---|"]
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            rows += [f"| {key}/{k} | {_fmt(v)} |" for k, v in value.items()]
+        else:
+            rows.append(f"| {key} | {_fmt(value)} |")
+    return "\n".join(rows)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,1 @@
+"""Training recipes, each ``setup`` / ``train`` / ``cleanup`` (see :class:`training.loop.Recipe`)."""

@@ -1,0 +1,101 @@
+"""DPO from preference pairs (chosen: the clinician-corrected answer; rejected: the model's answer).
+
+The policy is the stage-2 model with its LoRA adapter trainable; the reference is the same model
+with the adapter disabled (``with model.disable_adapter():``), so no second full copy is held.
+Loss: :func:`training.losses.dpo_loss` on summed answer log-probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.batching import answer_logprobs
+from training.data import PreferencePair, QAExample, load_preferences
+from training.losses import dpo_loss
+from training.recipes.instruct_lora import ADAPTER_DIR
+from training.recipes.llava_common import LlavaRecipe, LlavaRunConfig
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPOConfig(LlavaRunConfig):
+    """DPO run parameters.
+
+    Attributes:
+        preferences: JSONL of :class:`training.data.PreferencePair` records (images relative to
+            ``data_dir``).
+        beta: DPO inverse temperature.
+        label_smoothing: conservative DPO smoothing.
+    """
+
+    preferences: str = ""
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.preferences:
+            raise ValueError("preferences (a JSONL of preference pairs) is required")
+
+
+class DPORecipe(LlavaRecipe):
+    """DPO (see module docstring); ``init_from`` is a stage-2 checkpoint with ``adapter/``."""
+
+    cfg: DPOConfig
+
+    def __init__(self, cfg: DPOConfig) -> None:
+        super().__init__(cfg)
+        self.cfg = cfg
+        self.pairs: list[PreferencePair] = []
+
+    def build(self) -> tuple[torch.nn.Module, int]:
+        """Stage-2 model with its adapter loaded trainable."""
+        from peft import PeftModel
+
+        adapter = Path(self.cfg.init_from) / ADAPTER_DIR
+        if not (adapter / "adapter_config.json").is_file():
+            raise ValueError(
+                f"DPO: {self.cfg.init_from} has no adapter/ (init_from must be a stage-2 checkpoint)"
+            )
+        base = self.build_base()
+        model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
+        self.pairs = load_preferences(Path(self.cfg.preferences), Path(self.cfg.data_dir))
+        return model, len(self.pairs)
+
+    def loss(self, model: torch.nn.Module, indices: list[int]) -> torch.Tensor:
+        """DPO loss of the pairs at ``indices``; chosen and rejected share one forward pass."""
+        import torch
+
+        assert self.batcher is not None
+        pairs = [self.pairs[i] for i in indices]
+        examples = [QAExample(p.image, p.question, p.chosen) for p in pairs] * 2
+        answers = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+        batch = self.batcher(examples, answers)
+        labels = batch.pop("labels")
+        logps = answer_logprobs(model(**batch).logits, labels)
+        peft_model: Any = self.model
+        with torch.no_grad(), peft_model.disable_adapter():
+            ref = answer_logprobs(peft_model(**batch).logits, labels)
+        n = len(pairs)
+        out = dpo_loss(
+            logps[:n],
+            logps[n:],
+            ref[:n],
+            ref[n:],
+            beta=self.cfg.beta,
+            label_smoothing=self.cfg.label_smoothing,
+        )
+        return out.loss
+
+    def export(self, model: torch.nn.Module, folder: Path) -> None:
+        """Write ``adapter/`` (peft) and the parts."""
+        peft_model: Any = model
+        peft_model.save_pretrained(str(folder / ADAPTER_DIR))
+        self.export_parts(peft_model.get_base_model(), folder)

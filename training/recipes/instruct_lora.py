@@ -1,0 +1,89 @@
+"""Stage 2: instruction tuning with LoRA (Hu et al., 2021) on the language model, plus the projector.
+
+LoRA adapters go on the attention projections of the language model only (a regular expression
+keeps them off the vision tower, which has ``q_proj`` layers too); the projector stays trainable.
+Checkpoints export the LoRA adapter in peft format (``adapter/``) and the parts (with the updated
+projector) as ``parts.safetensors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.recipes.llava_common import LlavaRecipe, LlavaRunConfig
+
+if TYPE_CHECKING:
+    import torch
+
+ADAPTER_DIR = "adapter"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoraArgs:
+    """LoRA structure.
+
+    Attributes:
+        r: rank.
+        alpha: scaling numerator (scale = alpha / r).
+        dropout: dropout on the LoRA input.
+        targets: language-model module names to adapt.
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or not self.targets or not 0 <= self.dropout < 1:
+            raise ValueError("LoraArgs: need r >= 1, some targets and 0 <= dropout < 1")
+
+    def peft_config(self) -> Any:
+        """The ``peft.LoraConfig`` restricted to the language model."""
+        from peft import LoraConfig
+
+        pattern = r".*language_model.*\.(" + "|".join(self.targets) + r")"
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=pattern)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstructLoraConfig(LlavaRunConfig):
+    """Stage-2 run parameters (see :class:`LlavaRunConfig`).
+
+    Attributes:
+        lora: adapter structure.
+        train_projector: keep the projector trainable.
+    """
+
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    train_projector: bool = True
+
+
+class InstructLoraRecipe(LlavaRecipe):
+    """Stage 2 (see module docstring)."""
+
+    cfg: InstructLoraConfig
+
+    def __init__(self, cfg: InstructLoraConfig) -> None:
+        super().__init__(cfg)
+        self.cfg = cfg
+
+    def build(self) -> tuple[torch.nn.Module, int]:
+        """Llava from stage-1 parts, wrapped with a fresh LoRA adapter."""
+        from peft import get_peft_model
+
+        base = self.build_base()
+        model = get_peft_model(base, self.cfg.lora.peft_config())
+        if self.cfg.train_projector:
+            for p in base.model.multi_modal_projector.parameters():
+                p.requires_grad_(True)
+        self.examples = self.load_examples()
+        return model, len(self.examples)
+
+    def export(self, model: torch.nn.Module, folder: Path) -> None:
+        """Write ``adapter/`` (peft) and ``parts.safetensors`` + ``parts.json``."""
+        peft_model: Any = model
+        peft_model.save_pretrained(str(folder / ADAPTER_DIR))
+        self.export_parts(peft_model.get_base_model(), folder)

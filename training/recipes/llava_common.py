@@ -1,0 +1,152 @@
+"""What stages 1, 2 and DPO share: building the Llava model from trained parts, and LM batches."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medvlm.builtin import IMAGE_TOKEN, PartsSpec, build_llava, build_processor, extract_parts, load_parts
+from training.batching import LlavaBatcher
+from training.data import PixelCache, QAExample, load_qa
+from training.loop import Recipe, RunArgs
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+PARTS_WEIGHTS = "parts.safetensors"
+PARTS_SPEC = "parts.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlavaRunConfig(RunArgs):
+    """Run parameters shared by the Llava stages.
+
+    Attributes:
+        init_from: checkpoint folder of the previous stage (stage 0: ``vision.safetensors``; later
+            stages: ``parts.safetensors``).
+        lm_dir: a Hugging Face causal-LM folder with tokenizer; None converts/reuses SmolLM2 under
+            ``$MEDVLM_HOME`` (``medvlm.builtin.prepare_lm``).
+        data_files: JSONL files of the train split to learn from (``vqa``, ``captions``).
+        question_types: keep only these question types (empty: all).
+        max_answer_tokens: answers are cut to this many tokens.
+    """
+
+    init_from: str = ""
+    lm_dir: str | None = None
+    data_files: tuple[str, ...] = ("vqa",)
+    question_types: tuple[str, ...] = ()
+    max_answer_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.init_from:
+            raise ValueError("init_from (the previous stage's checkpoint) is required")
+
+
+def read_parts(folder: Path) -> tuple[PartsSpec, dict[str, torch.Tensor]]:
+    """The parts structure and weights from a stage-0, stage-1/2 checkpoint or a built-in weights folder.
+
+    Args:
+        folder: holds ``parts.safetensors`` + ``parts.json``, or ``vision.safetensors`` +
+            ``vision_spec.json`` (stage 0; the projector is then left untrained).
+
+    Returns:
+        The spec and a ``vision_tower.*`` / ``multi_modal_projector.*`` state dict (may lack the projector).
+
+    Raises:
+        ValueError: neither pair of files is there.
+    """
+    from safetensors.torch import load_file
+
+    if (folder / PARTS_WEIGHTS).is_file():
+        return PartsSpec.from_file(folder / PARTS_SPEC), load_file(str(folder / PARTS_WEIGHTS))
+    if (folder / "vision.safetensors").is_file():
+        vision = load_file(str(folder / "vision.safetensors"))
+        return PartsSpec.from_file(folder / "vision_spec.json"), {
+            f"vision_tower.{k}": v for k, v in vision.items()
+        }
+    raise ValueError(f"{folder}: no parts.safetensors or vision.safetensors (not a stage checkpoint)")
+
+
+class LlavaRecipe(Recipe):
+    """Base of the Llava stages: model from the previous stage, LM loss on answers."""
+
+    cfg: LlavaRunConfig
+
+    def __init__(self, cfg: LlavaRunConfig) -> None:
+        super().__init__(cfg)
+        self.cfg = cfg
+        self.examples: list[QAExample] = []
+        self.processor: Any = None
+        self.batcher: LlavaBatcher | None = None
+        self.spec: PartsSpec | None = None
+
+    def lm_dir(self) -> Path:
+        """The language-model folder (converted SmolLM2 unless configured)."""
+        if self.cfg.lm_dir:
+            return Path(self.cfg.lm_dir)
+        from medvlm.builtin import prepare_lm
+
+        return prepare_lm()
+
+    def build_base(self) -> Any:
+        """The Llava model with the previous stage's parts loaded, everything frozen.
+
+        Returns:
+            ``LlavaForConditionalGeneration`` with ``requires_grad`` False everywhere.
+        """
+        spec, parts = read_parts(Path(self.cfg.init_from))
+        lm_dir = self.lm_dir()
+        self.spec = spec
+        self.processor = build_processor(lm_dir, spec)
+        tokenizer = self.processor.tokenizer
+        projector_missing = not any(k.startswith("multi_modal_projector.") for k in parts)
+        model = build_llava(
+            lm_dir,
+            spec,
+            None,
+            image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+            vocab_size=len(tokenizer),
+            seed=self.cfg.seed,
+        )
+        current = extract_parts(model)
+        if projector_missing:
+            parts = {**{k: v for k, v in current.items() if k.startswith("multi_modal_projector.")}, **parts}
+        load_parts(model, parts)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.batcher = LlavaBatcher(
+            self.processor,
+            PixelCache(self.processor.image_processor),
+            spec.num_image_tokens,
+            self.cfg.max_answer_tokens,
+        )
+        return model
+
+    def load_examples(self) -> list[QAExample]:
+        """The train split's examples from ``data_files``, filtered by ``question_types``."""
+        examples = load_qa(Path(self.cfg.data_dir), "train", self.cfg.data_files)
+        if self.cfg.question_types:
+            examples = [e for e in examples if e.question_type in self.cfg.question_types]
+        if not examples:
+            raise ValueError(f"{type(self).__name__}: no training examples in {self.cfg.data_dir}")
+        return examples
+
+    def loss(self, model: torch.nn.Module, indices: list[int]) -> torch.Tensor:
+        """Mean next-token cross-entropy on the answers."""
+        assert self.batcher is not None
+        batch = self.batcher([self.examples[i] for i in indices])
+        loss: torch.Tensor = model(**batch).loss
+        return loss
+
+    def export_parts(self, llava: Any, folder: Path) -> None:
+        """Write ``parts.safetensors`` (float32) and ``parts.json`` of the current model."""
+        from safetensors.torch import save_file
+
+        assert self.spec is not None
+        save_file(extract_parts(llava), str(folder / PARTS_WEIGHTS))
+        (folder / PARTS_SPEC).write_text(self.spec.to_json())
