@@ -167,7 +167,13 @@ class _Ingestor:
                 return self.image_report(entry)
             return _error_report(entry.source, e, "slide")
         w0, h0 = info.level_dimensions[0]
-        view = ImageView(pixels=thumb, modality="SM", body_part=None, kind="slide", description="thumbnail")
+        view = ImageView(
+            pixels=np.ascontiguousarray(thumb),
+            modality="SM",
+            body_part=None,
+            kind="slide",
+            description="thumbnail",
+        )
         notes = () if info.mpp else ("the slide does not state its microns per pixel",)
         return IngestReport(
             source=entry.source,

@@ -59,7 +59,7 @@ def flatten_rgba(rgba: np.ndarray) -> np.ndarray:
     rgb = rgba[..., :3]
     alpha = rgba[..., 3]
     if alpha.min() == 255:
-        return np.ascontiguousarray(rgb)
+        return rgb  # a view: callers that need contiguous memory copy it themselves
     a = alpha.astype(np.uint16)[..., None]
     out = (rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
     return out.astype(np.uint8)
@@ -392,26 +392,73 @@ def top_tiles(tiles: Sequence[TileSpec], k: int) -> list[TileSpec]:
     return sorted(ranked, key=lambda t: (t.y, t.x))
 
 
+def _resized(arr: np.ndarray, tile: TileSpec) -> np.ndarray:
+    if tile.read_size == tile.out_size:
+        return arr
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    return np.asarray(img.resize((tile.out_size, tile.out_size), Image.Resampling.BILINEAR))
+
+
 def read_tile(reader: SlideReader, tile: TileSpec) -> np.ndarray:
     """Read one planned tile as ``out_size x out_size x 3`` uint8."""
-    arr = reader.read_region(tile.x, tile.y, tile.level, tile.read_size, tile.read_size)
-    if tile.read_size != tile.out_size:
-        from PIL import Image
+    return _resized(reader.read_region(tile.x, tile.y, tile.level, tile.read_size, tile.read_size), tile)
 
-        arr = np.asarray(
-            Image.fromarray(arr).resize((tile.out_size, tile.out_size), Image.Resampling.BILINEAR)
-        )
-    return arr
+
+MAX_RUN = 16
+"""Most adjacent tiles read with one backend call (a horizontal strip)."""
+
+
+def tile_runs(tiles: Sequence[TileSpec], max_run: int = MAX_RUN) -> list[list[TileSpec]]:
+    """Split tiles into runs of horizontally adjacent tiles that one strip read can serve.
+
+    Tiles join a run when they share row, level and read size, touch the previous tile, and
+    their footprint is exactly ``read_size`` pixels of that level (so strip pixels map 1:1).
+    """
+    runs: list[list[TileSpec]] = []
+    for t in tiles:
+        last = runs[-1][-1] if runs else None
+        if (
+            last is not None
+            and len(runs[-1]) < max_run
+            and t.y == last.y
+            and t.level == last.level
+            and t.read_size == last.read_size
+            and t.x == last.x + last.footprint
+            and t.footprint == last.footprint
+        ):
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    return runs
+
+
+def _read_run(reader: SlideReader, run: list[TileSpec]) -> list[np.ndarray]:
+    first = run[0]
+    down = reader.info.level_downsamples[first.level]
+    exact = abs(first.read_size * down - first.footprint) < 1e-6
+    if len(run) == 1 or not exact:
+        return [read_tile(reader, t) for t in run]
+    rs = first.read_size
+    strip = reader.read_region(first.x, first.y, first.level, rs * len(run), rs)
+    return [_resized(strip[:, i * rs : (i + 1) * rs], t) for i, t in enumerate(run)]
 
 
 def iter_tiles(reader: SlideReader, tiles: Sequence[TileSpec], *, workers: int = 2) -> Iterator[np.ndarray]:
-    """Read tiles in order, ``workers`` at a time (OpenSlide reads release the GIL)."""
+    """Read tiles in order, as strips of adjacent tiles, ``workers`` strips at a time.
+
+    OpenSlide reads release the GIL, so threads overlap JPEG decoding. Arrays may be views into
+    a strip; copy them if they must be contiguous.
+    """
+    runs = tile_runs(tiles)
     if workers <= 1:
-        for t in tiles:
-            yield read_tile(reader, t)
+        for run in runs:
+            yield from _read_run(reader, run)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(lambda t: read_tile(reader, t), tiles)
+        for arrays in pool.map(lambda run: _read_run(reader, run), runs):
+            yield from arrays
 
 
 def saturation_of(rgb: np.ndarray) -> np.ndarray:
@@ -458,7 +505,7 @@ def slide_views(
         mpp_txt = f"{info.mpp:g} µm/px" if info.mpp else "unknown µm/px"
         views = [
             ImageView(
-                pixels=thumb,
+                pixels=np.ascontiguousarray(thumb),
                 modality="SM",
                 body_part=None,
                 kind="slide",
@@ -475,7 +522,7 @@ def slide_views(
         for tile in top_tiles(plan, max_tiles):
             views.append(
                 ImageView(
-                    pixels=read_tile(reader, tile),
+                    pixels=np.ascontiguousarray(read_tile(reader, tile)),
                     modality="SM",
                     body_part=None,
                     kind="slide",

@@ -122,3 +122,18 @@ def test_dicom_wsi_through_wsidicom(tmp_path: Path, key: PseudonymKey) -> None:
     reports = list(ingest_path([folder], options=IngestOptions(key=key)))
     assert [(r.kind, r.status) for r in reports] == [("slide", "ok")]
     assert reports[0].extra["backend"] == "wsidicom" and reports[0].shape == (512, 512, 3)
+
+
+def test_strip_reads_match_single_tile_reads(svs: Path) -> None:
+    from data_prep.slides import iter_tiles, read_tile, tile_runs
+
+    with open_slide(svs) as reader:
+        thumb = reader.thumbnail(256)
+        plan = plan_tiles(reader.info, tissue_mask(thumb), tile_px=224, target_mpp=0.5, min_tissue=0.0)
+        runs = tile_runs(plan)
+        assert len(runs) < len(plan) and sum(len(r) for r in runs) == len(plan)
+        strips = list(iter_tiles(reader, plan, workers=2))
+        singles = [read_tile(reader, t) for t in plan]
+    assert len(strips) == len(singles)
+    for a, b in zip(strips, singles, strict=True):
+        np.testing.assert_array_equal(a, b)
