@@ -27,6 +27,7 @@ import numpy as np
 
 from data_prep.errors import (
     EmptyInputError,
+    FrameRangeError,
     IngestError,
     LimitExceededError,
     MissingAttributeError,
@@ -231,7 +232,7 @@ def decode_frame(ds: Any, *, name: str, limits: IngestLimits, frame: int | None 
     frames = check_limits(ds, name, limits)
     index = frames // 2 if frame is None else frame
     if not 0 <= index < frames:
-        raise ValueError(f"frame {index} is out of range for {name}, which has {frames} frame(s)")
+        raise FrameRangeError(f"frame {index} is out of range for {name}, which has {frames} frame(s)")
     ts_name = getattr(tsyntax, "name", str(tsyntax))
     try:
         arr = pixel_array(ds, index=index if frames > 1 else None)
@@ -405,6 +406,9 @@ def dicom_view(
         ValueError: bad ``preset`` or ``frame``.
     """
     notes: list[str] = []
+    if frame not in (None, 0) and frame_count(ds, name) == 1:
+        notes.append(f"frame {frame} was requested but this image has one frame")
+        frame = 0
     with captured_warnings(notes):
         decoded = decode_frame(ds, name=name, limits=limits, frame=frame)
         pixels, window, steps, render_notes = render_frame(ds, decoded, name=name, preset=preset)

@@ -52,6 +52,10 @@ class SlideError(IngestError):
     """A whole-slide image cannot be opened or read."""
 
 
+class FrameRangeError(IngestError, ValueError):
+    """The requested frame does not exist (also a ValueError: it is a bad argument)."""
+
+
 class DeidError(IngestError):
     """A data set could not be de-identified; nothing was written for it."""
 
@@ -61,6 +65,8 @@ class PseudonymKeyError(Exception):
 
 
 _TRACE_LIKE = re.compile(r"\s+")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_ELIDED = "'…'"
 
 
 def one_sentence(error: BaseException) -> str:
@@ -75,7 +81,8 @@ def one_sentence(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     text = _TRACE_LIKE.sub(" ", text)
     if not isinstance(error, IngestError):
-        text = f"unexpected {type(error).__name__}: {text}"
+        # library messages can quote values read from a file: keep their shape, not the values
+        text = f"unexpected {type(error).__name__}: {_QUOTED.sub(_ELIDED, text)}"
     if len(text) > 300:
         text = text[:297].rstrip() + "..."
     if not text.endswith((".", "!", "?")):

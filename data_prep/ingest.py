@@ -61,7 +61,7 @@ class _Entry:
 
 def _error_report(source: str, error: BaseException, kind: Any = None) -> IngestReport:
     if not isinstance(error, IngestError | ValueError):
-        logger.debug("unexpected %s while ingesting", type(error).__name__, exc_info=True)
+        logger.debug("unexpected %s while ingesting", type(error).__name__)
     return IngestReport(source=source, status="error", kind=kind, error=one_sentence(error))
 
 

@@ -183,3 +183,14 @@ def test_fuzz_through_ingest_reports(tmp_path: Path, key: PseudonymKey) -> None:
     reports = list(ingest_path(paths, options=IngestOptions(key=key)))
     assert len(reports) == len(paths)
     assert all(r.status == "error" and r.error for r in reports if r.status != "ok")
+
+
+def test_frame_option_on_mixed_inputs(key: PseudonymKey, capfd: pytest.CaptureFixture[str]) -> None:
+    single, multi = corpus_file("CT_small.dcm"), corpus_file("emri_small.dcm")
+    assert main(["ingest", "--json", "--frame", "3", str(single), str(multi)]) == 0
+    a, b = (json.loads(line) for line in capfd.readouterr().out.splitlines())
+    assert a["status"] == "ok" and any("one frame" in w for w in a["warnings"])
+    assert b["status"] == "ok" and "frame 4 of 10" in b["description"]
+    assert main(["ingest", "--json", "--frame", "20", str(multi)]) == 1
+    [c] = (json.loads(line) for line in capfd.readouterr().out.splitlines())
+    assert c["error"] == "frame 20 is out of range for emri_small.dcm, which has 10 frame(s)."
