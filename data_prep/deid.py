@@ -372,7 +372,9 @@ def deidentify_dataset(
             )
         worker = _Deidentifier(pkey, date_shift_days)
         worker.apply(out)
-        out.file_meta = _fresh_file_meta(out, getattr(ds, "file_meta", None))
+        out.file_meta, meta_note = _fresh_file_meta(out, getattr(ds, "file_meta", None))
+        if meta_note:
+            warnings_out.append(meta_note)
         _mark(out, date_shift_days)
         out.preamble = b"\x00" * 128
         _verify(out, forbidden)
@@ -389,27 +391,39 @@ def deidentify_dataset(
     )
 
 
-def _fresh_file_meta(ds: Any, original: Any) -> Any:
+def _fresh_file_meta(ds: Any, original: Any) -> tuple[Any, str | None]:
     """New file meta information: class/instance UIDs of the de-identified data set, the original
     transfer syntax, and this implementation's identity (the source AE title etc. are dropped).
 
+    A data set without a transfer syntax (e.g. built in memory) is written as Explicit VR Little
+    Endian when its pixel data is native, with a note; compressed pixel data is refused.
+
+    Returns:
+        ``(file meta, note or None)``.
+
     Raises:
-        DeidError: the original has no transfer syntax, so the output could not be encoded.
+        DeidError: compressed pixel data and no transfer syntax to say how it is encoded.
     """
     from pydicom import __version__ as pydicom_version
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
+    note = None
     tsyntax = getattr(original, "TransferSyntaxUID", None) if original is not None else None
     if not tsyntax:
-        raise DeidError("the file has no transfer syntax UID, so it cannot be re-encoded safely")
+        if "PixelData" in ds and ds["PixelData"].is_undefined_length:
+            raise DeidError(
+                "the file has compressed pixel data but no transfer syntax UID, so it cannot be re-encoded"
+            )
+        tsyntax = ExplicitVRLittleEndian
+        note = "the input had no transfer syntax UID; written as Explicit VR Little Endian"
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.get("SOPClassUID") or getattr(original, "MediaStorageSOPClassUID", "")
     meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
     meta.TransferSyntaxUID = tsyntax
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"PYDICOM {pydicom_version}"[:16]
-    return meta
+    return meta, note
 
 
 def _mark(ds: Any, date_shift_days: int | None) -> None:

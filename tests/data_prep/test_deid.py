@@ -112,21 +112,29 @@ def test_nested_names_private_tags_and_burned_in_warning(key: PseudonymKey) -> N
 
 def test_fails_closed_and_writes_nothing(key: PseudonymKey, tmp_path: Path) -> None:
     good = corpus_file("CT_small.dcm")
-    no_ts = corpus_file("meta_missing_tsyntax.dcm")
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "a.dcm").write_bytes(good.read_bytes())
-    (folder / "b.dcm").write_bytes(no_ts.read_bytes())
+    no_sop = pydicom.dcmread(good)
+    del no_sop.SOPInstanceUID
+    no_sop.save_as(folder / "b.dcm")
     (folder / "c.dcm").write_bytes(b"not dicom at all")
     reports = list(deidentify_path(folder, tmp_path / "out", key=key))
     status = {Path(r.source).name: r for r in reports}
     assert status["a.dcm"].status == "ok"
-    assert status["b.dcm"].status == "error" and "transfer syntax" in (status["b.dcm"].error or "")
+    assert status["b.dcm"].status == "error" and "SOPInstanceUID" in (status["b.dcm"].error or "")
     assert status["c.dcm"].status == "error" and "not a DICOM file" in (status["c.dcm"].error or "")
     written = list((tmp_path / "out").rglob("*"))
     assert [p for p in written if p.is_file()] == [Path(status["a.dcm"].output or "")]
-    with pytest.raises(DeidError):
-        deidentify_dataset(pydicom.dcmread(no_ts, force=True), key=key)
+    compressed = pydicom.dcmread(corpus_file("JPEG2000.dcm"))
+    compressed.file_meta = pydicom.dataset.FileMetaDataset()
+    with pytest.raises(DeidError, match="no transfer syntax"):
+        deidentify_dataset(compressed, key=key)
+    in_memory = pydicom.dcmread(good)
+    in_memory.file_meta = pydicom.dataset.FileMetaDataset()  # e.g. built in memory
+    result = deidentify_dataset(in_memory, key=key)
+    assert result.dataset.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert any("Explicit VR Little Endian" in w for w in result.warnings)
 
 
 def test_profile_table_covers_the_basic_profile() -> None:
