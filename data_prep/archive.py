@@ -10,6 +10,7 @@ bytes than the limits. Nothing is ever extracted to a path taken from the archiv
 from __future__ import annotations
 
 import logging
+import os
 import stat
 import zipfile
 from collections.abc import Iterator
@@ -31,6 +32,21 @@ class ArchiveMember:
     name: str
     data: bytes | None
     error: IngestError | None = None
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """Every non-hidden file under ``folder``, sorted, without following symbolic links.
+
+    Symbolic links (to files or folders) are returned as they are, not followed, so that
+    callers can refuse them; hidden names (starting with ``.``) are skipped.
+    """
+    out: list[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        base = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (base / d).is_symlink())
+        out += [base / d for d in os.listdir(root) if (base / d).is_symlink() and (base / d).is_dir()]
+        out += [base / f for f in files if not f.startswith(".")]
+    return sorted(set(out))
 
 
 def unsafe_name_reason(name: str) -> str | None:

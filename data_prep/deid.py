@@ -474,10 +474,10 @@ class DeidReport:
 def _inputs(
     path: Path, limits: IngestLimits
 ) -> Iterator[tuple[str, Path | bytes | None, IngestError | None]]:
-    from data_prep.archive import iter_zip
+    from data_prep.archive import folder_files, iter_zip
 
     if path.is_dir():
-        for p in sorted(path.rglob("*")):
+        for p in folder_files(path):
             if p.is_symlink():
                 yield str(p), None, IngestError(f"{p.name} is a symbolic link and was skipped")
             elif p.is_file() and not p.name.startswith("."):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.archive import iter_zip
+from data_prep.archive import folder_files, iter_zip
 from data_prep.dicom import captured_warnings, dicom_view, read_dataset
 from data_prep.errors import IngestError, MissingAttributeError, PseudonymKeyError, one_sentence
 from data_prep.images import IMAGE_SUFFIXES, image_view
@@ -313,8 +313,8 @@ def _on_disk(entry: _Entry, tmp: Path) -> Path:
 
 def _folder_entries(folder: Path) -> list[_Entry]:
     entries = []
-    for p in sorted(folder.rglob("*")):
-        if p.name in SKIP_NAMES or p.name.startswith("."):
+    for p in folder_files(folder):
+        if p.name in SKIP_NAMES:
             continue
         if p.is_symlink():
             entries.append(

@@ -194,3 +194,20 @@ def test_frame_option_on_mixed_inputs(key: PseudonymKey, capfd: pytest.CaptureFi
     assert main(["ingest", "--json", "--frame", "20", str(multi)]) == 1
     [c] = (json.loads(line) for line in capfd.readouterr().out.splitlines())
     assert c["error"] == "frame 20 is out of range for emri_small.dcm, which has 10 frame(s)."
+
+
+def test_folder_symlinks_are_refused_not_followed(tmp_path: Path, key: PseudonymKey) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.dcm").write_bytes(corpus_file("CT_small.dcm").read_bytes())
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "real.dcm").write_bytes(corpus_file("MR_small.dcm").read_bytes())
+    (folder / "link.dcm").symlink_to(outside / "secret.dcm")
+    (folder / "linkdir").symlink_to(outside, target_is_directory=True)
+    (folder / ".hidden.dcm").write_bytes(b"x")
+    reports = {Path(r.source).name: r for r in ingest_path([folder], options=IngestOptions(key=key))}
+    assert set(reports) == {"real.dcm", "link.dcm", "linkdir"}
+    assert reports["real.dcm"].status == "ok"
+    assert "symbolic link" in (reports["link.dcm"].error or "")
+    assert "symbolic link" in (reports["linkdir"].error or "")
