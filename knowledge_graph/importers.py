@@ -172,6 +172,8 @@ def import_radlabels(graph: KnowledgeGraph) -> ImportResult:
             if parent not in item["is_a"]:
                 item["is_a"].append(parent)
     version = f"{_version('radlabels')} (aliases {alias_version})"
+    for item in enrich.values():
+        item["xrefs"]["radlabels_source"] = f"radlabels@{version}"
     res.doc = {
         "provenance": {"source": "radlabels", "version": version},
         "enrich": [enrich[k] for k in sorted(enrich)],

@@ -94,7 +94,7 @@ class Retrieval:
     Attributes:
         entities: linked mentions, with negation and uncertainty.
         results: ranked nodes (negated mentions excluded), best first.
-        facts: the results' facts in rank order.
+        facts: the results' facts in citation order (see :func:`order_facts`).
     """
 
     entities: list[Entity]
@@ -277,7 +277,7 @@ class Retriever:
             key=lambda x: (-x[1], x[0]),
         )[:k]
         results = [Result(n, self.graph.node(n).name, s, self.facts(n)) for n, s in ranked]
-        return Retrieval(entities, results, [f for r in results for f in r.facts])
+        return Retrieval(entities, results, order_facts(results))
 
     def _expand(self, scores: dict[str, float], negated: set[str]) -> None:
         frontier = dict(scores)
@@ -308,9 +308,13 @@ class Retriever:
         out = [Fact(n.id, n.name, f"{name}: {n.definition}", src, "definition")]
         if n.visual:
             out.append(Fact(n.id, n.name, f"Appearance of {n.name}: {n.visual}", src, "visual"))
-        grouped: dict[tuple[EdgeType, str], list[str]] = {}
+        # one fact per (edge type, set of sources): a statement made by two sources is cited once
+        sources: dict[tuple[EdgeType, str], set[str]] = {}
         for e in self.graph.out_edges(node_id):
-            grouped.setdefault((e.type, e.provenance.label()), []).append(self._label(e.target))
+            sources.setdefault((e.type, e.target), set()).add(e.provenance.label())
+        grouped: dict[tuple[EdgeType, str], list[str]] = {}
+        for (etype, target), labels in sources.items():
+            grouped.setdefault((etype, "; ".join(sorted(labels))), []).append(self._label(target))
         for (etype, source), targets in sorted(grouped.items(), key=lambda x: list(EdgeType).index(x[0][0])):
             text = _RELATION_TEXT[etype].format(name=name, targets="; ".join(targets))
             out.append(Fact(n.id, n.name, text, source, etype.value))
@@ -342,6 +346,39 @@ class Retriever:
                 f" ({desc})." if desc else "."
             )
             yield Fact(n.id, n.name, text, source, "xref")
+
+
+# Prompt budgets are small: what each result is and looks like comes before the rest of its facts.
+_FACT_TIER = {
+    "definition": 0,
+    "visual": 1,
+    EdgeType.HAS_VISUAL_ATTRIBUTE.value: 2,
+    EdgeType.LOCATED_IN.value: 2,
+    EdgeType.DIFFERENTIAL_OF.value: 3,
+    EdgeType.SUGGESTS.value: 3,
+    "suggested_by": 3,
+}
+
+
+def order_facts(results: list[Result]) -> list[Fact]:
+    """Order the results' facts by tier, then by result rank.
+
+    Tiers: definitions; appearances; visual attributes and locations; differentials and
+    suggestions; everything else (parents, modalities, associations, cross-references). A prompt
+    cut to its first facts then covers every result's definition and appearance first.
+
+    Args:
+        results: ranked results.
+
+    Returns:
+        All their facts, each once, in citation order.
+    """
+    keyed = [
+        (_FACT_TIER.get(f.relation, 4), rank, i, f)
+        for rank, r in enumerate(results)
+        for i, f in enumerate(r.facts)
+    ]
+    return [f for *_, f in sorted(keyed, key=lambda x: x[:3])]
 
 
 def ensure_index(

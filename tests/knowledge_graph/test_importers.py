@@ -14,7 +14,7 @@ def test_radlabels_map_targets_exist(graph: KnowledgeGraph) -> None:
 
 
 def test_radlabels_import_adds_only_unclaimed_synonyms() -> None:
-    base = load_graph(exclude=[IMPORT_FILES["radlabels"]])
+    base = load_graph(exclude=list(IMPORT_FILES.values()))
     result = import_radlabels(base)
     assert result.doc["provenance"]["source"] == "radlabels"
     assert result.added > 100

@@ -111,3 +111,39 @@ def test_minilm_retrieval_meets_eval_targets(graph: KnowledgeGraph, minilm_cache
     assert report.recall >= 0.95, report.failures
     assert report.negation_accuracy >= 0.95
     assert report.false_negation_rate <= 0.05
+
+
+def test_facts_put_every_definition_first(retriever: Retriever) -> None:
+    r = retriever.retrieve("pneumothorax", k=3)
+    assert [f.relation for f in r.facts[:3]] == ["definition"] * 3
+    assert [f.node for f in r.facts[:3]] == [x.node for x in r.results]
+    assert r.facts[3].relation == "visual"
+    assert sorted(r.facts, key=id) == sorted([f for x in r.results for f in x.facts], key=id)
+
+
+def test_statement_from_two_sources_is_cited_once(retriever: Retriever) -> None:
+    parents = [f for f in retriever.facts("cardiomegaly") if f.relation == "is_a"]
+    assert len(parents) == 1
+    assert "medvlm-curated" in parents[0].source and "radlabels" in parents[0].source
+
+
+def test_dense_modes(graph: KnowledgeGraph, hashing_embedder: HashingEmbedder) -> None:
+    class CountingEmbedder(HashingEmbedder):
+        calls = 0
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            CountingEmbedder.calls += 1
+            return super().encode(texts)
+
+    emb = CountingEmbedder()
+    index = DenseIndex.build(graph, hashing_embedder)
+    calls_after_build = CountingEmbedder.calls
+    fallback = Retriever(graph, index, emb, dense="fallback")
+    fallback.retrieve("small pleural effusion")
+    assert CountingEmbedder.calls == calls_after_build  # linked: no embedding needed
+    fallback.retrieve("what does this look like")
+    assert CountingEmbedder.calls == calls_after_build + 1
+    never = Retriever(graph, index, emb, dense="never")
+    assert never.retrieve("what does this look like").results == []
+    with pytest.raises(ValueError):
+        Retriever(graph, index, emb, dense="sometimes")  # type: ignore[arg-type]
