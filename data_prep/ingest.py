@@ -415,7 +415,6 @@ def load_views(
         ValueError: bad ``preset`` or ``frame``.
     """
     limits = limits or IngestLimits()
-    key = key if key is not None else _default_key()
     suffix = path.suffix.lower()
     if path.is_file() and suffix in SLIDE_SUFFIXES:
         try:
@@ -426,6 +425,7 @@ def load_views(
             return [image_view(path, name=path.name, limits=limits)]
     if path.is_file() and suffix in IMAGE_SUFFIXES:
         return [image_view(path, name=path.name, limits=limits)]
+    key = key if key is not None else _default_key()  # only DICOM needs it: no key file for slides/PNGs
     if path.is_file() and suffix != ".zip":
         notes: list[str] = []
         with captured_warnings(notes):
