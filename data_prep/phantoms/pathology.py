@@ -79,34 +79,42 @@ def _blob(shape: tuple[int, int], frac: float, rng: np.random.Generator, smooth:
 
 
 def _glands(shape: tuple[int, int], scale: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Lumen mask and ring of evenly spaced nuclei of normal glands."""
+    """Lumen mask and ring of evenly spaced nuclei of normal glands (each drawn in its own window)."""
     h, w = shape
     lumen = np.zeros(shape, dtype=bool)
     ring = np.zeros(shape, dtype=np.float32)
-    yy, xx = np.ogrid[:h, :w]
     step = 46.0 * scale
     for gy in np.arange(step / 2, h, step):
         for gx in np.arange(step / 2, w, step):
             cy, cx = gy + rng.uniform(-9, 9) * scale, gx + rng.uniform(-9, 9) * scale
             r = rng.uniform(9, 13) * scale
-            lumen |= (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+            y0, y1 = max(int(cy - r) - 1, 0), min(int(cy + r) + 2, h)
+            x0, x1 = max(int(cx - r) - 1, 0), min(int(cx + r) + 2, w)
+            if y0 < y1 and x0 < x1:
+                wy, wx = np.ogrid[y0:y1, x0:x1]
+                lumen[y0:y1, x0:x1] |= (wy - cy) ** 2 + (wx - cx) ** 2 < r**2
             k = max(int(2 * np.pi * (r + 4 * scale) / (7 * scale)), 6)
-            for a in np.linspace(0, 2 * np.pi, k, endpoint=False):
-                y, x = int(cy + (r + 3.5 * scale) * np.sin(a)), int(cx + (r + 3.5 * scale) * np.cos(a))
-                if 0 <= y < h and 0 <= x < w:
-                    ring[y, x] = 1.0
+            a = np.linspace(0, 2 * np.pi, k, endpoint=False)
+            ys = (cy + (r + 3.5 * scale) * np.sin(a)).astype(int)
+            xs = (cx + (r + 3.5 * scale) * np.cos(a)).astype(int)
+            ok = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+            ring[ys[ok], xs[ok]] = 1.0
     sig = 1.6 * scale
     ring = ndimage.gaussian_filter(ring, sig) * (2 * np.pi * sig * sig) * 1.4
     return lumen, ring
 
 
-def render_patch(findings: tuple[Finding, ...], size: int, rng: np.random.Generator) -> PatchRender:
+def render_patch(
+    findings: tuple[Finding, ...], size: int, rng: np.random.Generator, scale: float | None = None
+) -> PatchRender:
     """Render an H&E-like patch with the findings in labelled regions.
 
     Args:
         findings: pathology findings (``tumor``, ``necrosis``, ``inflammation``, ``mitosis``).
-        size: side length in pixels (features scale with ``size / 256``).
+        size: side length in pixels.
         rng: random generator.
+        scale: feature scale (nucleus and gland size); ``size / 256`` when None, so a patch
+            looks the same at any size.
 
     Returns:
         The patch and its region masks.
@@ -119,7 +127,7 @@ def render_patch(findings: tuple[Finding, ...], size: int, rng: np.random.Genera
     if bad:
         raise ValueError(f"cannot draw {sorted(bad)} on a pathology patch")
     shape = (size, size)
-    scale = size / 256.0
+    scale = size / 256.0 if scale is None else scale
     masks: dict[str, np.ndarray] = {}
     free = np.ones(shape, dtype=bool)
     for fid, frac in (("necrosis", 0.22), ("inflammation", 0.22), ("tumor", 0.45)):
@@ -187,12 +195,8 @@ def slide_image(patch: PatchRender, rng: np.random.Generator, factor: int = 4) -
     """
     size = patch.rgb.shape[0]
     side = size * factor
-    # normal tissue at the patch's magnification: tile patch-size renders
-    rows = [
-        np.concatenate([render_patch((), size, rng).rgb for _ in range(factor)], axis=1)
-        for _ in range(factor)
-    ]
-    tissue = np.concatenate(rows, axis=0).astype(np.float32)
+    # normal tissue at the patch's magnification
+    tissue = render_patch((), side, rng, scale=size / 256.0).rgb.astype(np.float32)
     yy, xx = np.ogrid[:side, :side]
     outline = ((yy - side / 2) / (side * 0.46)) ** 2 + ((xx - side / 2) / (side * 0.42)) ** 2 <= 1.0
     img = np.where(outline[..., None], tissue, _GLASS)
