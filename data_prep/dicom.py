@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from data_prep.codec_sniff import check_compressed_frames
 from data_prep.errors import (
     EmptyInputError,
     FrameRangeError,
@@ -230,6 +231,13 @@ def decode_frame(ds: Any, *, name: str, limits: IngestLimits, frame: int | None 
     if tsyntax is None:
         raise MissingAttributeError(f"{name} has no transfer syntax UID, so its pixel data cannot be decoded")
     frames = check_limits(ds, name, limits)
+    check_compressed_frames(
+        ds,
+        name=name,
+        rows=_int_attr(ds, "Rows", name),
+        columns=_int_attr(ds, "Columns", name),
+        max_pixels=limits.max_pixels,
+    )
     index = frames // 2 if frame is None else frame
     if not 0 <= index < frames:
         raise FrameRangeError(f"frame {index} is out of range for {name}, which has {frames} frame(s)")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import stat
+import struct
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -211,3 +213,27 @@ def test_folder_symlinks_are_refused_not_followed(tmp_path: Path, key: Pseudonym
     assert reports["real.dcm"].status == "ok"
     assert "symbolic link" in (reports["link.dcm"].error or "")
     assert "symbolic link" in (reports["linkdir"].error or "")
+
+
+def test_compressed_frame_larger_than_header_is_refused_before_decoding(key: PseudonymKey) -> None:
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from data_prep.codec_sniff import j2k_size, jpeg_size
+    from data_prep.errors import PixelDataError
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((4000, 3000), dtype=np.uint8)).save(buf, format="JPEG")  # ~60 kB
+    assert jpeg_size(buf.getvalue()) == (4000, 3000)
+    assert j2k_size(b"\xff\x4f\xff\x51" + b"\x00" * 4 + struct.pack(">IIII", 640, 480, 0, 0)) == (480, 640)
+    ds = ct_slice(0, z=0, instance=1, series_uid="1.2.3")
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    with pytest.raises(PixelDataError, match="declares 16x16"):
+        dicom_view(ds, name="liar.dcm", limits=IngestLimits(), key=key)
+    with pytest.raises(LimitExceededError, match="pixel limit"):
+        dicom_view(ds, name="liar.dcm", limits=IngestLimits(max_pixels=1_000_000), key=key)
