@@ -8,6 +8,11 @@ _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|\?")
 _SEP_RE = re.compile(r"[-/_]")
 
 
+def _lower(text: str) -> str:
+    """Lower-case without changing the length ("İ".lower() is two characters), so offsets hold."""
+    return "".join(c if len(low := c.lower()) != 1 else low for c in text)
+
+
 def normalize(text: str) -> str:
     """Lower-case, split hyphens/slashes/underscores into spaces and drop other punctuation.
 
@@ -29,7 +34,7 @@ def tokens(text: str) -> list[str]:
     Returns:
         The tokens, in order.
     """
-    return _TOKEN_RE.findall(_SEP_RE.sub(" ", text.lower()))
+    return _TOKEN_RE.findall(_SEP_RE.sub(" ", _lower(text)))
 
 
 def token_spans(text: str) -> list[tuple[str, int, int]]:
@@ -41,7 +46,7 @@ def token_spans(text: str) -> list[tuple[str, int, int]]:
     Returns:
         ``(token, start, end)`` triples; ``text[start:end]`` is the token's original spelling.
     """
-    lowered = _SEP_RE.sub(" ", text.lower())
+    lowered = _SEP_RE.sub(" ", _lower(text))
     return [(m.group(0), m.start(), m.end()) for m in _TOKEN_RE.finditer(lowered)]
 
 

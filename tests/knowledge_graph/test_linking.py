@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knowledge_graph.graph import KnowledgeGraph
@@ -107,3 +107,43 @@ def test_edit_distance_is_a_symmetric_bounded_metric(a: str, b: str) -> None:
 def test_edit_distance_counts_a_transposition_once() -> None:
     assert damerau_levenshtein("infraction", "infarction") == 1
     assert damerau_levenshtein("edma", "edema") == 1
+
+
+def test_offsets_survive_characters_whose_lower_case_is_longer(linker: EntityLinker) -> None:
+    text = "İİ pleural effusion"
+    (ent,) = linker.link(text)
+    assert (ent.text, ent.node) == ("pleural effusion", "pleural_effusion")
+
+
+@settings(deadline=None)
+@given(st.text(max_size=200))
+def test_linking_any_text_never_fails_and_offsets_hold(text: str) -> None:
+    linker = _shared_linker()
+    for e in linker.link(text):
+        assert 0 <= e.start < e.end <= len(text)
+        assert text[e.start : e.end] == e.text
+
+
+_SOUP = ["no", "pleural", "effusion", "?", "but", "possible", "PTX", ".", ","]
+
+
+@settings(deadline=None)
+@given(st.lists(st.sampled_from(_SOUP), max_size=12))
+def test_linking_clinical_token_soup(words: list[str]) -> None:
+    text = " ".join(words)
+    for e in _shared_linker().link(text):
+        assert text[e.start : e.end] == e.text
+
+
+def _shared_linker() -> EntityLinker:
+    # built once per process; hypothesis does not allow function-scoped fixtures
+    global _LINKER
+    if _LINKER is None:
+        from knowledge_graph.graph import load_graph
+
+        g = load_graph()
+        _LINKER = EntityLinker(g.nodes(), compositions=compositions_from_graph(g))
+    return _LINKER
+
+
+_LINKER: EntityLinker | None = None
