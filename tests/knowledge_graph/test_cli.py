@@ -44,3 +44,26 @@ def test_build_writes_index(tmp_path: Path, minilm_cache: Path, capsys: pytest.C
         (tmp_path / name).write_bytes((minilm_cache / name).read_bytes())
     assert main(["kg", "build", "--out", str(tmp_path)]) == 0  # current index: loaded, not rebuilt
     assert "index of" in capsys.readouterr().out
+
+
+def test_eval_check_passes_targets(minilm_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kg", "eval", "--check", "--json", "--cache", str(minilm_cache)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] >= 100 and report["recall"] >= 0.95 and report["negation_accuracy"] >= 0.95
+
+
+def test_eval_check_fails_on_impossible_queries(
+    tmp_path: Path, minilm_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queries = tmp_path / "q.yaml"
+    queries.write_text("queries:\n  - {q: 'zzz qqq', gold: necrosis}\n", encoding="utf-8")
+    code = main(["kg", "eval", "--check", "--k", "1", "--queries", str(queries), "--cache", str(minilm_cache)])
+    assert code == 1
+    assert "recall@1 0.000" in capsys.readouterr().out
+
+
+def test_import_radlabels_to_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "radlabels.yaml"
+    assert main(["kg", "import", "radlabels", "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# Imported from radlabels") and "node: pneumothorax" in text
