@@ -6,6 +6,7 @@ from ``logprobs`` / ``top_logprobs`` when the server returns them.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
@@ -63,7 +64,7 @@ class HTTPBackend:
         except urllib.error.HTTPError as e:
             detail = e.read().decode("utf-8", "replace")[:300]
             raise BackendError(f"model server at {self.base_url} answered HTTP {e.code}: {detail}") from e
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
             reason = getattr(e, "reason", e)
             raise BackendError(f"model server at {self.base_url} is not reachable ({reason})") from e
 

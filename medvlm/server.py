@@ -218,6 +218,9 @@ def _handler_class(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             except MedVLMError as e:
                 logger.warning("generation failed: %s", type(e).__name__)
                 self._error(500, str(e))
+            except Exception as e:  # the API boundary: report the failure, keep serving
+                logger.exception("unexpected failure answering a request")
+                self._error(500, f"generation failed ({type(e).__name__})")
 
         def _stream(self, body: dict[str, Any]) -> None:
             prompt = messages_to_prompt(body.get("messages"))
