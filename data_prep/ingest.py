@@ -221,7 +221,14 @@ class _Ingestor:
             if entry.error is not None:
                 yield _error_report(entry.source, entry.error)
                 continue
-            if entry.suffix in SLIDE_SUFFIXES:
+            if entry.suffix == ".zip" and entry.path is not None:  # a zip in a folder; never a zip in a zip
+                try:
+                    yield from self.entries_reports(
+                        _zip_entries(entry.path, self.options.limits), entry.source, tmp
+                    )
+                except IngestError as e:
+                    yield _error_report(entry.source, e)
+            elif entry.suffix in SLIDE_SUFFIXES:
                 yield self.slide_report(entry, _on_disk(entry, tmp))
             elif entry.suffix in IMAGE_SUFFIXES:
                 yield self.image_report(entry)

@@ -88,3 +88,22 @@ def test_a_bad_slice_is_left_out_and_reported(key: PseudonymKey, tmp_path: Path)
     series = [r for r in reports if r.kind == "dicom-series"]
     assert len(errors) == 1 and errors[0].source.endswith("f2.dcm")
     assert series[0].frames == 5 and any("left out" in w for w in series[0].warnings)
+
+
+def test_zip_inside_a_folder_is_read_but_not_a_zip_inside_a_zip(key: PseudonymKey, tmp_path: Path) -> None:
+    inner = tmp_path / "inner.zip"
+    with zipfile.ZipFile(inner, "w") as zf:
+        for n, ds in enumerate(_series(n=3)):
+            path = tmp_path / f"s{n}.dcm"
+            write(ds, str(path))
+            zf.write(path, path.name)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "inner.zip").write_bytes(inner.read_bytes())
+    [report] = list(ingest_path([folder], options=IngestOptions(key=key)))
+    assert report.kind == "dicom-series" and report.frames == 3 and "inner.zip#series-1" in report.source
+    outer = tmp_path / "outer.zip"
+    with zipfile.ZipFile(outer, "w") as zf:
+        zf.write(inner, "inner.zip")
+    [nested] = list(ingest_path([outer], options=IngestOptions(key=key)))
+    assert nested.status == "error" and "not a DICOM file" in (nested.error or "")
