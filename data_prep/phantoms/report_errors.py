@@ -44,6 +44,8 @@ FINDING_PATTERNS: dict[str, re.Pattern[str]] = {
         r"cardiomegaly|heart size|\bheart is\b|cardiac silhouette|cardiomediastinal silhouette", re.I
     ),
     "endotracheal_tube": re.compile(r"endotracheal|\bET tube", re.I),
+    "intracranial_hemorrhage": re.compile(r"hemorrhage|haemorrhage|hematoma", re.I),
+    "cerebral_infarct": re.compile(r"infarct", re.I),
     "central_venous_catheter": re.compile(r"central venous|\bPICC\b|central line|catheter", re.I),
 }
 _NEGATION = re.compile(r"\b(no|not|without|negative for|free of|clear|normal|resolved)\b", re.I)
@@ -271,7 +273,7 @@ def _omit(report: Report, rng: np.random.Generator) -> tuple[list[tuple[int, int
     impression = [s for s in report.sentences if s.section == "impression"]
     if impression and all(s in group for s in impression):
         last = impression[-1]
-        edits[group.index(last)] = (last.start - 1, last.end, " No acute cardiopulmonary abnormality.")
+        edits[group.index(last)] = (last.start - 1, last.end, " " + report.normal_impression)
     return edits, target.finding
 
 
@@ -280,10 +282,11 @@ def _insert(
 ) -> tuple[list[tuple[int, int, str]], str | None] | None:
     mentioned = {s.finding for s in report.sentences}
     text_lower = report.text
+    candidates = report.insert_pool or tuple(f.id for f in catalogue.for_kind("cxr") if f.id != "normal")
     pool = [
-        f.id
-        for f in catalogue.for_kind("cxr")
-        if f.id != "normal" and f.id not in mentioned and not FINDING_PATTERNS[f.id].search(text_lower)
+        fid
+        for fid in candidates
+        if fid not in mentioned and fid in FINDING_PATTERNS and not FINDING_PATTERNS[fid].search(text_lower)
     ]
     findings = [s for s in report.sentences if s.section == "findings"]
     if not pool or not findings:

@@ -36,10 +36,19 @@ class Sentence:
 
 @dataclass(frozen=True)
 class Report:
-    """Report text with its sentences."""
+    """Report text with its sentences.
+
+    Attributes:
+        text: the report.
+        sentences: its sentences, located in ``text``.
+        normal_impression: what the impression says when nothing is found (used by omissions).
+        insert_pool: finding ids an inserted-finding error may add (empty: chest radiograph findings).
+    """
 
     text: str
     sentences: tuple[Sentence, ...]
+    normal_impression: str = "No acute cardiopulmonary abnormality."
+    insert_pool: tuple[str, ...] = ()
 
     @property
     def findings_text(self) -> str:
@@ -153,6 +162,27 @@ def positive_sentence(f: Finding, rng: np.random.Generator, *, short: bool = Fal
                 "Endotracheal tube in satisfactory position.",
             ],
         )
+    if f.id == "intracranial_hemorrhage":
+        if short:
+            return f"{side.capitalize()} intracranial hemorrhage."
+        return _pick(
+            rng,
+            [
+                f"There is a hyperdense {side} intraparenchymal hemorrhage.",
+                f"A hyperdense collection in the {side} cerebral hemisphere is consistent with hemorrhage.",
+            ],
+        )
+    if f.id == "cerebral_infarct":
+        if short:
+            return f"{side.capitalize()} cerebral infarct."
+        return _pick(
+            rng,
+            [
+                f"There is a hypodense wedge-shaped area in the {side} cerebral hemisphere"
+                " consistent with an infarct.",
+                f"Hypodensity with loss of grey-white differentiation in the {side} hemisphere, an infarct.",
+            ],
+        )
     if f.id == "central_venous_catheter":
         if short:
             return f"{side.capitalize()} central venous catheter in place."
@@ -211,16 +241,20 @@ class ReportBuilder:
         self.text += sentence
         self.sentences.append(Sentence(start, len(self.text), finding, positive, section))
 
-    def build(self) -> Report:
+    def build(
+        self,
+        normal_impression: str = "No acute cardiopulmonary abnormality.",
+        insert_pool: tuple[str, ...] = (),
+    ) -> Report:
         """The finished report."""
-        return Report(self.text, tuple(self.sentences))
+        return Report(self.text, tuple(self.sentences), normal_impression, insert_pool)
 
 
 def write_report(spec: StudySpec, rng: np.random.Generator) -> Report:
-    """Write a chest radiograph report from ground truth.
+    """Write a chest radiograph or CT report from ground truth.
 
     Args:
-        spec: the study (``kind`` must be ``cxr``).
+        spec: the study (``kind`` ``cxr`` or ``ct``).
         rng: random generator (phrasing and which negatives are stated).
 
     Returns:
@@ -229,6 +263,8 @@ def write_report(spec: StudySpec, rng: np.random.Generator) -> Report:
     Raises:
         ValueError: for a study kind without report templates.
     """
+    if spec.kind == "ct":
+        return _ct_report(spec, rng)
     if spec.kind != "cxr":
         raise ValueError(f"no report templates for kind {spec.kind!r}")
     b = ReportBuilder()
@@ -264,3 +300,47 @@ def write_report(spec: StudySpec, rng: np.random.Generator) -> Report:
         if fid in present:
             b.add(positive_sentence(present[fid], rng, short=True), fid, True, "impression")
     return b.build()
+
+
+_CT_NEGATIVES: dict[str, tuple[str, ...]] = {
+    "lung_nodule": ("No pulmonary nodule.", "There is no suspicious pulmonary nodule."),
+    "pleural_effusion": ("No pleural effusion.", "There is no pleural effusion."),
+    "intracranial_hemorrhage": ("No intracranial hemorrhage.", "There is no intracranial hemorrhage."),
+    "cerebral_infarct": ("No evidence of acute infarct.", "There is no acute infarct."),
+}
+_CT_NORMAL = {
+    "chest": ("The heart and mediastinum are unremarkable.", "No acute abnormality in the chest."),
+    "head": (
+        "The ventricles are normal in size. The calvarium is intact.",
+        "No acute intracranial abnormality.",
+    ),
+}
+_CT_ORDER = {
+    "chest": ("lung_nodule", "pleural_effusion"),
+    "head": ("intracranial_hemorrhage", "cerebral_infarct"),
+}
+
+
+def _ct_report(spec: StudySpec, rng: np.random.Generator) -> Report:
+    region = spec.region or "chest"
+    b = ReportBuilder()
+    b.header("FINDINGS")
+    present = {f.id: f for f in spec.findings}
+    for fid in _CT_ORDER[region]:
+        if fid in present:
+            text = positive_sentence(present[fid], rng).replace(
+                "blunting the costophrenic angle", "layering posteriorly"
+            )
+            b.add(text, fid, True, "findings")
+        elif rng.uniform() < 0.7:
+            b.add(_pick(rng, list(_CT_NEGATIVES[fid])), fid, False, "findings")
+    background, normal = _CT_NORMAL[region]
+    for sentence in background.split(". "):
+        b.add(sentence.rstrip(".") + ".", None, None, "findings")
+    b.header("IMPRESSION")
+    if not spec.findings:
+        b.add(normal, None, None, "impression")
+    for fid in _CT_ORDER[region]:
+        if fid in present:
+            b.add(positive_sentence(present[fid], rng, short=True), fid, True, "impression")
+    return b.build(normal_impression=normal, insert_pool=_CT_ORDER[region])

@@ -200,6 +200,8 @@ def finish_study(st: StudyState, job: RenderJob, render: Render) -> Sample:
         sample.report_error = error_record(sample.report, rng, st.cat, st.error_counts[split])
     elif isinstance(render, CtRender):
         sample.ct = render
+        sample.report = write_report(spec, rng)
+        sample.report_error = error_record(sample.report, rng, st.cat, st.error_counts[split])
     else:
         sample.patch = render
     return sample

@@ -110,3 +110,25 @@ def test_segment_report_tags_findings_and_polarity() -> None:
     assert ("Small right effusion.", "pleural_effusion", True, "impression") in tags
     err = inject(r, "wrong_laterality", np.random.default_rng(0), CAT)
     assert err is not None and err.text.count("left") == 2 and "right" not in err.text
+
+
+def test_ct_reports_state_region_findings_and_take_errors() -> None:
+    head = StudySpec(
+        "ct-000001", "P1", "ct", (Finding("intracranial_hemorrhage", {"laterality": "right"}),), "head"
+    )
+    chest = StudySpec("ct-000002", "P2", "ct", (), "chest")
+    for seed in range(5):
+        r = write_report(head, np.random.default_rng(seed))
+        assert "right" in r.findings_text and re.search(r"hemorrhage", r.impression_text)
+        assert "costophrenic" not in r.text and "pleural" not in r.text
+        err = inject(r, "wrong_laterality", np.random.default_rng(seed), CAT)
+        assert err is not None and "left" in err.text and "right" not in err.text
+        normal = write_report(chest, np.random.default_rng(seed))
+        assert normal.impression_text == "No acute abnormality in the chest."
+        assert not any(s.positive for s in normal.sentences)
+    counts = Counter(
+        s.report_error.error_type or "none"
+        for s in iter_samples(200, seed=1, kinds=("ct",), size=16)
+        if s.report_error is not None
+    )
+    assert set(counts) == {"none", *ERROR_TYPES}, counts
