@@ -266,10 +266,8 @@ def decode_frame(ds: Any, *, name: str, limits: IngestLimits, frame: int | None 
     if arr.ndim == 3 and frames == 1 and arr.shape[-1] not in (3, 4):
         arr = arr[0]
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
-    if photometric.startswith("YBR") and arr.ndim == 3 and ts_name and "JPEG" not in ts_name.upper():
-        photometric = "RGB"  # pydicom converts YBR to RGB by default
-    elif photometric.startswith("YBR"):
-        photometric = "RGB"
+    if photometric.startswith("YBR"):
+        photometric = "RGB"  # pydicom's decoders convert YBR_FULL(_422) to RGB; J2K YBR_ICT/RCT decode to RGB
     return DecodedFrame(stored=arr, index=index, frames=frames, photometric=photometric)
 
 

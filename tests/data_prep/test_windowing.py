@@ -107,3 +107,22 @@ def test_enhanced_multiframe_uses_per_frame_functional_groups(key: PseudonymKey)
     assert v0.pixels.max() == 0  # -900 HU under C0/W400: black
     assert v1.pixels.min() == v1.pixels.max() == 192  # +100 HU: (100 + 200) / 399 * 255 = 191.7
     assert v0.window is not None and v0.window.preset == "file" and v0.window.width == 400
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SC_rgb_dcmtk_+eb+cy+np.dcm",  # JPEG baseline, YBR_FULL_422
+        "SC_ybr_full_uncompressed.dcm",
+        "SC_ybr_full_422_uncompressed.dcm",
+        "SC_rgb_rle.dcm",
+        "SC_rgb_gdcm_KY.dcm",  # JPEG 2000
+    ],
+)
+def test_colour_encodings_render_like_the_rgb_original(name: str, key: PseudonymKey) -> None:
+    ref_path = corpus_file("SC_rgb.dcm")
+    ref, _ = dicom_view(pydicom.dcmread(ref_path), name=ref_path.name, limits=IngestLimits(), key=key)
+    path = corpus_file(name)
+    view, _ = dicom_view(pydicom.dcmread(path), name=name, limits=IngestLimits(), key=key)
+    assert view.pixels.shape == ref.pixels.shape == (100, 100, 3)
+    assert np.abs(view.pixels.astype(int) - ref.pixels.astype(int)).mean() < 4
