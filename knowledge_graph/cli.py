@@ -16,6 +16,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _DATA_HELP = "graph YAML directory (default: the packaged knowledge_graph/data)"
+DENSE_MODES = ("always", "fallback", "never")
 
 
 def register(sub: Any) -> None:
@@ -48,6 +49,7 @@ def register(sub: Any) -> None:
     p.add_argument("--k", type=int, default=5, help="number of result nodes (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--cache", type=Path, default=None, help="index directory (default: $MEDVLM_HOME/kg)")
+    p.add_argument("--dense", choices=DENSE_MODES, default="always", help="when to embed the query")
     p.set_defaults(func=_query)
 
     p = kgs.add_parser("eval", help="recall@k and negation accuracy on the labelled query set")
@@ -56,6 +58,7 @@ def register(sub: Any) -> None:
     p.add_argument("--cache", type=Path, default=None, help="index directory (default: $MEDVLM_HOME/kg)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--check", action="store_true", help="exit 1 below the targets (recall and negation 0.95)")
+    p.add_argument("--dense", choices=DENSE_MODES, default="always", help="when to embed the query")
     p.set_defaults(func=_eval)
 
     p = kgs.add_parser("import", help="import an openly licensed source into data/imported/")
@@ -132,13 +135,14 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_retriever(cache: Path | None) -> Any:
+def _load_retriever(cache: Path | None, dense: str) -> Any:
     import torch
 
-    from knowledge_graph.retriever import Retriever
+    from knowledge_graph.retriever import DenseMode, Retriever
 
+    mode: DenseMode = "fallback" if dense == "fallback" else "never" if dense == "never" else "always"
     torch.set_num_threads(1)  # single short queries: one thread was faster on these CPUs
-    return Retriever.from_default(cache)
+    return Retriever.from_default(cache, dense=mode)
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -148,7 +152,7 @@ def _query(args: argparse.Namespace) -> int:
         print("--k must be at least 1")
         return 2
     try:
-        retrieval = _load_retriever(args.cache).retrieve(args.text, k=args.k)
+        retrieval = _load_retriever(args.cache, args.dense).retrieve(args.text, k=args.k)
     except KgError as e:
         print(e)
         return 1
@@ -171,7 +175,7 @@ def _eval(args: argparse.Namespace) -> int:
     from knowledge_graph.schema import KgError
 
     try:
-        retriever = _load_retriever(args.cache)
+        retriever = _load_retriever(args.cache, args.dense)
         report = evaluate(retriever, load_queries(args.queries or DEFAULT_QUERIES), k=args.k)
     except KgError as e:
         print(e)

@@ -217,6 +217,7 @@ class Retriever:
         cache_dir: Path | None = None,
         data_dir: Path = DEFAULT_DATA_DIR,
         embedder: Embedder | None = None,
+        dense: DenseMode = "always",
     ) -> Retriever:
         """Load the packaged graph and the dense index, building the index if missing or stale.
 
@@ -225,6 +226,7 @@ class Retriever:
                 when None.
             data_dir: the graph's YAML directory.
             embedder: query/node embedder; MiniLM when None.
+            dense: when to run dense search (see :class:`Retriever`).
 
         Returns:
             A ready retriever.
@@ -238,7 +240,7 @@ class Retriever:
         graph = load_graph(data_dir)
         emb = embedder or MiniLMEmbedder()
         index = ensure_index(graph, emb, cache)
-        return cls(graph, index, emb)
+        return cls(graph, index, emb, dense=dense)
 
     def retrieve(self, text: str, k: int = 5) -> Retrieval:
         """Link, search, expand and rank.
