@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from pydicom.dataset import FileDataset
     from pydicom.uid import UID
 
-    from data_prep.phantoms.generate import Sample
+    from data_prep.phantoms.ct import CtRender
+    from data_prep.phantoms.spec import StudySpec
 
 BASE_DATE = dt.date(2020, 1, 1)
 
@@ -53,7 +54,7 @@ def _base_dataset(path: Path, sop_class: str, sop_uid: UID) -> FileDataset:
     return ds
 
 
-def write_cxr_dicom(path: Path, sample: Sample, *, seed: int) -> Path:
+def write_cxr_dicom(path: Path, spec: StudySpec, pixels: np.ndarray, *, seed: int) -> Path:
     """Write one radiograph as a DICOM file.
 
     The modality (CR or DX) and photometric interpretation (MONOCHROME1 or MONOCHROME2) are
@@ -61,7 +62,8 @@ def write_cxr_dicom(path: Path, sample: Sample, *, seed: int) -> Path:
 
     Args:
         path: output file.
-        sample: the generated study (``pixels`` in [0, 1], MONOCHROME2 meaning).
+        spec: the study's ground truth (ids for UIDs and tags).
+        pixels: ``(size, size)`` in [0, 1], MONOCHROME2 meaning.
         seed: dataset seed (for UIDs and the acquisition variety).
 
     Returns:
@@ -70,7 +72,6 @@ def write_cxr_dicom(path: Path, sample: Sample, *, seed: int) -> Path:
     Raises:
         OSError: if the file cannot be written.
     """
-    spec = sample.spec
     rng = np.random.default_rng([seed, 7, int(spec.study_id.rsplit("-", 1)[1])])
     modality = "CR" if rng.uniform() < 0.5 else "DX"
     photometric = "MONOCHROME1" if rng.uniform() < 0.5 else "MONOCHROME2"
@@ -98,12 +99,12 @@ def write_cxr_dicom(path: Path, sample: Sample, *, seed: int) -> Path:
     if modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    size = sample.pixels.shape[0]
+    size = pixels.shape[0]
     spacing = 450.0 / size
     ds.PixelSpacing = [f"{spacing:.4f}", f"{spacing:.4f}"]
     if modality == "DX":
         ds.ImagerPixelSpacing = ds.PixelSpacing
-    values = np.round(np.clip(sample.pixels, 0.0, 1.0) * 4095.0).astype(np.uint16)
+    values = np.round(np.clip(pixels, 0.0, 1.0) * 4095.0).astype(np.uint16)
     if photometric == "MONOCHROME1":
         values = (4095 - values).astype(np.uint16)
     ds.SamplesPerPixel = 1
@@ -120,7 +121,7 @@ def write_cxr_dicom(path: Path, sample: Sample, *, seed: int) -> Path:
     return path
 
 
-def write_ct_series(folder: Path, sample: Sample, *, seed: int) -> list[Path]:
+def write_ct_series(folder: Path, spec: StudySpec, ct: CtRender, *, seed: int) -> list[Path]:
     """Write a CT series, one file per axial slice, in ``folder``.
 
     Hounsfield units are stored as unsigned values with ``RescaleIntercept = -1024`` and
@@ -130,22 +131,18 @@ def write_ct_series(folder: Path, sample: Sample, *, seed: int) -> list[Path]:
 
     Args:
         folder: output folder (created).
-        sample: a generated CT study (``sample.ct`` set).
+        spec: the study's ground truth.
+        ct: its rendered series.
         seed: dataset seed (for UIDs).
 
     Returns:
         The slice files, cranial first.
 
     Raises:
-        ValueError: if the sample carries no CT series.
         OSError: if a file cannot be written.
     """
     from data_prep.phantoms.ct import SLICE_MM, WINDOWS
 
-    ct = sample.ct
-    if ct is None:
-        raise ValueError(f"study {sample.spec.study_id} has no CT series")
-    spec = sample.spec
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 8, int(spec.study_id.rsplit("-", 1)[1])])
     day = BASE_DATE + dt.timedelta(days=int(rng.integers(0, 1500)))

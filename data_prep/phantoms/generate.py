@@ -100,6 +100,7 @@ def iter_samples(
     catalogue: Catalogue | None = None,
     workers: int = 1,
     image_dir: Path | None = None,
+    dicom_dir: Path | None = None,
 ) -> Iterator[Sample]:
     """Yield ``n`` synthetic studies in a deterministic order.
 
@@ -113,6 +114,8 @@ def iter_samples(
             identical for any number of workers.
         image_dir: when set, each study's model-ready view is also written there as
             ``<study_id>.png`` (by the rendering process).
+        dicom_dir: when set, each study is also written there as DICOM (``<id>.dcm`` or a
+            ``<id>/`` series) or a pyramidal slide (``<id>.svs``), by the rendering process.
 
     Yields:
         One :class:`Sample` per study.
@@ -128,7 +131,7 @@ def iter_samples(
     state = StudyState(cat=catalogue or load_catalogue(), seed=seed, size=size)
     plan = _patient_plan(n, seed)
     jobs = (
-        _with_image(plan_study(state, i, patient, split, kinds[i % len(kinds)]), image_dir)
+        _with_outputs(plan_study(state, i, patient, split, kinds[i % len(kinds)]), image_dir, dicom_dir)
         for i, (patient, split) in enumerate(plan)
     )
     if workers <= 1:
@@ -149,10 +152,13 @@ def iter_samples(
             yield finish_study(state, done_job, fut.result())
 
 
-def _with_image(job: RenderJob, image_dir: Path | None) -> RenderJob:
-    if image_dir is None:
-        return job
-    return replace(job, image_path=str(image_dir / f"{job.spec.study_id}.png"))
+def _with_outputs(job: RenderJob, image_dir: Path | None, dicom_dir: Path | None) -> RenderJob:
+    sid = job.spec.study_id
+    return replace(
+        job,
+        image_path=str(image_dir / f"{sid}.png") if image_dir is not None else "",
+        dicom_dir=str(dicom_dir) if dicom_dir is not None else "",
+    )
 
 
 def _run(job: RenderJob) -> Render:
@@ -233,22 +239,6 @@ def _records(sample: Sample, image: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _write_dicom(folder: Path, sample: Sample, seed: int) -> None:
-    from data_prep.phantoms.dicom_io import write_ct_series, write_cxr_dicom
-
-    sid = sample.spec.study_id
-    if sample.ct is not None:
-        write_ct_series(folder / sid, sample, seed=seed)
-    elif sample.patch is not None:
-        from data_prep.phantoms.pathology import write_slide
-
-        write_slide(
-            folder / f"{sid}.svs", sample.patch, np.random.default_rng([seed, 9, int(sid.rsplit("-", 1)[1])])
-        )
-    elif sample.render is not None:
-        write_cxr_dicom(folder / f"{sid}.dcm", sample, seed=seed)
-
-
 def generate(
     out_dir: Path,
     n: int,
@@ -289,11 +279,17 @@ def generate(
             (out_dir / s).mkdir(exist_ok=True)
             for name in FILES:
                 handles[(s, name)] = (out_dir / s / f"{name}.jsonl").open("w", encoding="utf-8")
-        for sample in iter_samples(n, seed, kinds, size, workers=workers, image_dir=out_dir / "images"):
+        for sample in iter_samples(
+            n,
+            seed,
+            kinds,
+            size,
+            workers=workers,
+            image_dir=out_dir / "images",
+            dicom_dir=out_dir / "dicom" if dicom else None,
+        ):
             sid, s = sample.spec.study_id, sample.split
             image = f"images/{sid}.png"
-            if dicom:
-                _write_dicom(out_dir / "dicom", sample, seed)
             for name, recs in _records(sample, image).items():
                 for rec in recs:
                     handles[(s, name)].write(json.dumps(rec, sort_keys=True) + "\n")

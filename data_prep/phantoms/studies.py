@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,7 @@ class RenderJob:
         seed: seed sequence of the rendering stream.
         anatomy: chest anatomy (radiographs only).
         image_path: when set, the renderer also writes the model-ready PNG there.
+        dicom_dir: when set, the renderer also writes the study's DICOM file, series or slide there.
     """
 
     spec: StudySpec
@@ -94,6 +96,7 @@ class RenderJob:
     seed: tuple[int, ...]
     anatomy: CxrAnatomy | None = None
     image_path: str = ""
+    dicom_dir: str = ""
 
 
 def plan_study(st: StudyState, index: int, patient: int, split: str, kind: str) -> RenderJob:
@@ -150,12 +153,28 @@ def run_job(job: RenderJob) -> Render:
 
     Raises:
         ValueError: if the job cannot be rendered.
-        OSError: if the PNG cannot be written.
+        OSError: if the PNG or DICOM cannot be written.
     """
     render = _render(job)
     if job.image_path:
         write_png(job.image_path, render.pixels)
+    if job.dicom_dir:
+        _write_dicom(Path(job.dicom_dir), job, render)
     return render
+
+
+def _write_dicom(folder: Path, job: RenderJob, render: Render) -> None:
+    from data_prep.phantoms.dicom_io import write_ct_series, write_cxr_dicom
+    from data_prep.phantoms.pathology import write_slide
+
+    spec = job.spec
+    seed = job.seed[0]
+    if isinstance(render, CtRender):
+        write_ct_series(folder / spec.study_id, spec, render, seed=seed)
+    elif isinstance(render, PatchRender):
+        write_slide(folder / f"{spec.study_id}.svs", render, np.random.default_rng([*job.seed[:2], 9]))
+    else:
+        write_cxr_dicom(folder / f"{spec.study_id}.dcm", spec, render.pixels, seed=seed)
 
 
 def _render(job: RenderJob) -> Render:
