@@ -126,3 +126,17 @@ def test_colour_encodings_render_like_the_rgb_original(name: str, key: Pseudonym
     view, _ = dicom_view(pydicom.dcmread(path), name=name, limits=IngestLimits(), key=key)
     assert view.pixels.shape == ref.pixels.shape == (100, 100, 3)
     assert np.abs(view.pixels.astype(int) - ref.pixels.astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize(
+    ("name", "what"), [("vlut_04.dcm", "voi-lut"), ("mlut_18.dcm", "modality LUT applied")]
+)
+def test_lut_sequences_are_applied_monotonically(name: str, what: str, key: PseudonymKey) -> None:
+    path = corpus_file(name)
+    ds = pydicom.dcmread(path)
+    view, decoded = dicom_view(ds, name=name, limits=IngestLimits(), key=key)
+    assert what in view.description
+    order = np.argsort(decoded.stored.ravel(), kind="stable")
+    shown = view.pixels.ravel()[order].astype(int)
+    assert np.all(np.diff(shown) >= 0)  # both LUTs in these files are increasing
+    assert shown[-1] - shown[0] > 100
