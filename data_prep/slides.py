@@ -155,12 +155,13 @@ class SlideReader:
         return lw * lh <= self.limits.max_slide_region_pixels
 
 
-def _openslide_info(handle: Any) -> SlideInfo:
+def _openslide_info(handle: Any, backend: str = "openslide") -> SlideInfo:
+    """Pyramid facts from an OpenSlide or tiffslide handle (same API, prefixed property names)."""
     props = handle.properties
-    mpp = props.get("openslide.mpp-x")
+    mpp = props.get(f"{backend}.mpp-x")
     return SlideInfo(
-        backend="openslide",
-        vendor=props.get("openslide.vendor"),
+        backend=backend,
+        vendor=props.get(f"{backend}.vendor"),
         level_dimensions=tuple((int(w), int(h)) for w, h in handle.level_dimensions),
         level_downsamples=tuple(float(d) for d in handle.level_downsamples),
         mpp=float(mpp) if mpp else None,
@@ -238,10 +239,7 @@ def open_slide(path: Path | Sequence[Path], *, limits: IngestLimits | None = Non
             import tiffslide
 
             handle = tiffslide.TiffSlide(str(path))
-            info = _openslide_info(handle)
-            info = SlideInfo(
-                "tiffslide", info.vendor, info.level_dimensions, info.level_downsamples, info.mpp
-            )
+            info = _openslide_info(handle, "tiffslide")
             return _checked(SlideReader(handle, info, name=name, limits=limits))
         except SlideError:
             raise

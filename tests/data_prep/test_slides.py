@@ -137,3 +137,18 @@ def test_strip_reads_match_single_tile_reads(svs: Path) -> None:
     assert len(strips) == len(singles)
     for a, b in zip(strips, singles, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_tiffslide_fallback_reads_a_stripped_tiff_openslide_refuses(tmp_path: Path) -> None:
+    pytest.importorskip("tiffslide")
+    import tifffile
+
+    path = tmp_path / "stripped.tif"
+    image = np.tile(immunohistochemistry(), (2, 2, 1))
+    # 20,000 pixels per cm = 0.5 µm/px; no tiles, so OpenSlide's generic TIFF reader refuses it
+    tifffile.imwrite(path, image, photometric="rgb", resolution=(20000, 20000), resolutionunit="CENTIMETER")
+    with open_slide(path) as reader:
+        assert reader.info.backend == "tiffslide" and reader.info.mpp == pytest.approx(0.5)
+        np.testing.assert_array_equal(reader.read_region(0, 0, 0, 512, 512), image[:512, :512])
+    views = slide_views(path, max_tiles=2)
+    assert len(views) == 3 and "tiffslide" in views[0].description
