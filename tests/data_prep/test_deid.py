@@ -153,3 +153,35 @@ def test_profile_table_covers_the_basic_profile() -> None:
         assert profile.action_for(tag) == action
     assert profile.action_for(0x60023000) == "X"  # overlay data in any 60xx group
     assert profile.action_for(0x00280010) is None  # Rows: kept
+
+
+def test_cli_deid_zip_of_a_series_keeps_the_study_together(
+    key: PseudonymKey, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import zipfile
+
+    from tests.data_prep._synth import ct_slice
+
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(3):
+            ds = ct_slice(i * 10, z=float(i), instance=i + 1, series_uid="1.2.826.0.1.3680043.8.498.77")
+            ds.StudyDate = "20200115"
+            ds.SeriesDate = "20200115"
+            path = tmp_path / f"DOE_JOHN_{i}.dcm"  # names in file names must not reach the output
+            ds.save_as(path, enforce_file_format=True)
+            zf.write(path, f"patient/{path.name}")
+    assert main(["deid", str(archive), str(tmp_path / "out"), "--date-shift-days", "30", "--json"]) == 0
+    lines = [json.loads(x) for x in capfd.readouterr().out.splitlines()]
+    assert len(lines) == 3 and {d["status"] for d in lines} == {"ok"}
+    outputs = [pydicom.dcmread(d["output"]) for d in lines]
+    assert (
+        len({ds.StudyInstanceUID for ds in outputs}) == 1
+        and len({ds.SeriesInstanceUID for ds in outputs}) == 1
+    )
+    assert {ds.StudyDate for ds in outputs} == {"20200214"}
+    assert all(
+        "DOE" not in d["output"] and "Test^Patient" not in str(ds)
+        for d, ds in zip(lines, outputs, strict=True)
+    )
+    assert len({Path(d["output"]).parent for d in lines}) == 1
