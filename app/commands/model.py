@@ -198,12 +198,16 @@ def retrieve_facts(question: str, limit: int = MAX_FACTS) -> list[KnowledgeFact]
             file=sys.stderr,
         )
         return []
-    return [
-        KnowledgeFact(
-            fact_id=str(f.node), text=f"{f.name}: {f.text}" if f.name else str(f.text), source=str(f.source)
-        )
-        for f in retrieval.facts[:limit]
-    ]
+    facts: list[KnowledgeFact] = []
+    seen: set[str] = set()
+    for f in retrieval.facts[:limit]:
+        # One node has several facts (definition, appearance, ...): ids stay unique and citable.
+        fact_id = str(f.node) if str(f.node) not in seen else f"{f.node}:{f.relation}"
+        while fact_id in seen:
+            fact_id += "'"
+        seen.add(fact_id)
+        facts.append(KnowledgeFact(fact_id=fact_id, text=str(f.text), source=str(f.source)))
+    return facts
 
 
 def answer_json(answer: Answer, facts: list[KnowledgeFact], notice: str) -> dict[str, Any]:

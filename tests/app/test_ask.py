@@ -130,3 +130,55 @@ def test_unreachable_server_and_bad_input(capsys: pytest.CaptureFixture[str], tm
     )
     assert code == 1 and err.startswith("medvlm ask:")
     assert main(["ask"]) == 2
+
+
+def test_facts_from_the_retriever_get_unique_citable_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import dataclass, field
+
+    from knowledge_graph import retriever as kg
+
+    @dataclass
+    class FakeFact:
+        node: str
+        name: str
+        text: str
+        source: str
+        relation: str
+
+    @dataclass
+    class FakeRetrieval:
+        facts: list[FakeFact] = field(default_factory=list)
+
+    class FakeRetriever:
+        def retrieve(self, text: str, k: int = 5) -> FakeRetrieval:
+            assert text == "Is the heart enlarged?"
+            return FakeRetrieval(
+                [
+                    FakeFact(
+                        "cardiomegaly",
+                        "cardiomegaly",
+                        "Enlarged cardiac silhouette.",
+                        "curated@1",
+                        "definition",
+                    ),
+                    FakeFact(
+                        "cardiomegaly",
+                        "cardiomegaly",
+                        "Heart shadow over half the width.",
+                        "curated@1",
+                        "visual",
+                    ),
+                ]
+            )
+
+    monkeypatch.setattr(kg.Retriever, "from_default", classmethod(lambda cls, *a, **k: FakeRetriever()))
+    facts = model_cmd.retrieve_facts("Is the heart enlarged?")
+    assert [f.fact_id for f in facts] == ["cardiomegaly", "cardiomegaly:visual"]
+    assert facts[1].text == "Heart shadow over half the width." and facts[1].source == "curated@1"
+
+
+def test_serve_api_with_a_bad_model_folder_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve-api", "--model", str(tmp_path), "--port", "0"]) == 1
+    assert "has no config.json" in capsys.readouterr().err
