@@ -134,6 +134,9 @@ def _deid(args: argparse.Namespace) -> int:
     except PseudonymKeyError as e:
         print(f"medvlm deid: error: {e}", file=sys.stderr)
         return 2
+    if args.date_shift_days == 0:
+        print("medvlm deid: error: --date-shift-days must not be 0", file=sys.stderr)
+        return 2
     if args.input.resolve() == args.output.resolve():
         print("medvlm deid: error: OUT must differ from IN", file=sys.stderr)
         return 2

@@ -297,10 +297,16 @@ class _Deidentifier:
             self._count("X")
 
 
-def _identifying_values(ds: Any) -> set[str]:
-    """Original values that must not survive: names, IDs, dates, institution, non-registered UIDs."""
+def _identifying_values(ds: Any, *, include_dates: bool) -> set[str]:
+    """Original values that must not survive: names, IDs, dates, institution, non-registered UIDs.
+
+    With dates shifted, date values are left out: every date is shifted or removed by
+    construction, and a shifted date may legitimately equal another original date.
+    """
     values: set[str] = set()
     for kw in _IDENTIFYING_KEYWORDS:
+        if not include_dates and kw.endswith("Date"):
+            continue
         v = ds.get(kw)
         for item in v if isinstance(v, list | tuple) or type(v).__name__ == "MultiValue" else [v]:
             text = str(item or "").strip()
@@ -360,7 +366,9 @@ def deidentify_dataset(
     pkey = _as_key(key)
     warnings_out: list[str] = []
     try:
-        forbidden = _identifying_values(ds)
+        if date_shift_days == 0:
+            raise DeidError("a date shift of 0 days would keep the original dates")
+        forbidden = _identifying_values(ds, include_dates=date_shift_days is None)
         out = copy.deepcopy(ds)
         study_uid = str(ds.get("StudyInstanceUID", "") or "").strip()
         modality = str(ds.get("Modality", "") or "").upper()

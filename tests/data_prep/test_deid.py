@@ -89,6 +89,13 @@ def test_uids_are_consistent_within_a_study_and_dates_shift(key: PseudonymKey) -
     codes = [c.CodeValue for c in shifted.dataset.DeidentificationMethodCodeSequence]
     assert codes == ["113100", "113107"]
     assert a.get("StudyDate") in ("", None)
+    # a one-day shift may turn one date into another original date: still accepted
+    two_days = ds.copy()
+    two_days.AcquisitionDate = "20040120"
+    one = deidentify_dataset(two_days, key=key, date_shift_days=1).dataset
+    assert one.StudyDate == "20040120" and one.AcquisitionDate == "20040121"
+    with pytest.raises(DeidError, match="0 days"):
+        deidentify_dataset(ds, key=key, date_shift_days=0)
 
 
 def test_nested_names_private_tags_and_burned_in_warning(key: PseudonymKey) -> None:
