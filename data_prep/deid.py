@@ -305,7 +305,7 @@ def _identifying_values(ds: Any, *, include_dates: bool) -> set[str]:
     """
     values: set[str] = set()
     for kw in _IDENTIFYING_KEYWORDS:
-        if not include_dates and kw.endswith("Date"):
+        if not include_dates and kw.endswith("Date") and kw not in _BIRTH_KEYWORDS:
             continue
         v = ds.get(kw)
         for item in v if isinstance(v, list | tuple) or type(v).__name__ == "MultiValue" else [v]:
