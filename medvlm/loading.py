@@ -189,7 +189,8 @@ def load(
         model_dir: checkpoint folder (config, weights, processor and tokenizer files).
         adapter: a PEFT LoRA adapter folder to load and activate, or None.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
+        dtype: ``auto`` (bf16 on GPU, fp16 on GPUs without bf16, fp32 on CPU), ``float32``,
+            ``bfloat16`` or ``float16``.
         quantize: ``8bit`` or ``4bit`` (CUDA and bitsandbytes only), or None.
         num_threads: CPU threads for torch; None leaves torch's setting alone.
 
@@ -213,7 +214,8 @@ def load(
     kwargs: dict[str, Any] = {"local_files_only": True, "dtype": torch_dtype}
     if quantize is not None:
         kwargs["quantization_config"] = _quantization_config(quantize, resolved)
-        kwargs["device_map"] = resolved
+    if resolved.startswith("cuda"):
+        kwargs["device_map"] = resolved  # weights go straight to the GPU, no full copy in host RAM
     if resolved == "cpu" and num_threads is not None:
         if num_threads < 1:
             raise ModelLoadError(f"num_threads must be at least 1, got {num_threads}")
@@ -222,7 +224,7 @@ def load(
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelLoadError(f"transformers could not load the {family} checkpoint in {path}: {e}") from e
-    if quantize is None:
+    if "device_map" not in kwargs:
         model = model.to(resolved)  # type: ignore[arg-type]
     model.eval()
     processor = load_processor(path, family)
@@ -318,7 +320,10 @@ def _resolve_dtype(dtype: str, device: str) -> Any:
     import torch
 
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        if not device.startswith("cuda"):
+            return torch.float32
+        # bf16 where the GPU has it (Ampere and later); fp16 on older cards (V100, T4).
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in table:
         raise ModelLoadError(f"dtype {dtype!r} is not supported (use auto, float32, bfloat16 or float16)")
