@@ -479,7 +479,7 @@ def _collection_views(
         raise IngestError(f"{path.name} does not exist")
     views: list[ImageView] = []
     first_error: IngestError | None = None
-    datasets: dict[str, list[Any]] = {}
+    datasets: dict[str, list[tuple[str, Any]]] = {}
     wsi: dict[str, list[Path]] = {}
     with tempfile.TemporaryDirectory(prefix="medvlm-views-") as tmpdir:
         for entry in entries:
@@ -499,7 +499,7 @@ def _collection_views(
                         )
                         continue
                     uid = _series_key(ds) or f"single:{entry.source}"
-                    datasets.setdefault(uid, []).append(ds)
+                    datasets.setdefault(uid, []).append((entry.name, ds))
             except IngestError as e:
                 first_error = first_error or e
         for files in wsi.values():
@@ -507,20 +507,21 @@ def _collection_views(
                 views += slide_views(files, max_tiles=max_tiles, limits=limits)
             except IngestError as e:
                 first_error = first_error or e
-    groups: list[list[Any]] = []
+    groups: list[list[tuple[str, Any]]] = []
     for group in datasets.values():
-        groups.extend([group] if _is_volume(group) else [[ds] for ds in group])
+        groups.extend([group] if _is_volume([ds for _, ds in group]) else [[item] for item in group])
     for n, group in enumerate(groups):
         try:
             if len(group) >= 2:
-                volume = assemble_volume(group, name=f"series {n + 1}", limits=limits, key=key, skip_bad=True)
+                slices = [ds for _, ds in group]
+                volume = assemble_volume(
+                    slices, name=f"series {n + 1}", limits=limits, key=key, skip_bad=True
+                )
                 views += series_views(volume, preset=preset, name=f"series {n + 1}")
             else:
-                views.append(
-                    dicom_view(group[0], name=path.name, limits=limits, key=key, preset=preset, frame=frame)[
-                        0
-                    ]
-                )
+                name, ds = group[0]
+                view, _ = dicom_view(ds, name=name, limits=limits, key=key, preset=preset, frame=frame)
+                views.append(view)
         except IngestError as e:
             first_error = first_error or e
     if not views:
