@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from medvlm.backends import Backend
 from medvlm.grounding import is_yes_no_question, same_answer, yes_no_confidence
@@ -68,9 +68,20 @@ class Assistant:
         prompts = {i: build_prompt(requests[i], info.multi_image) for i in todo}
         yes_no = any(is_yes_no_question(requests[i].question) for i in todo)
         batch: list[ChatPrompt] = [prompts[i] for i in todo]
-        if settings.ablation:
-            batch += [with_blank_images(prompts[i]) for i in todo]
-        generations = self.backend.generate(batch, settings, yes_no=yes_no) if batch else []
+        blanks = [with_blank_images(prompts[i]) for i in todo] if settings.ablation else []
+        generations: list[Generation] = []
+        probes: list[tuple[str, str]] = []  # (answer with image, answer with blank images), greedy
+        if batch and settings.temperature == 0:  # greedy: the probes ride in the same batch
+            out = self.backend.generate(batch + blanks, settings, yes_no=yes_no)
+            generations = out[: len(todo)]
+            probes = [(g.text, b.text) for g, b in zip(generations, out[len(todo) :], strict=False)]
+        elif batch:
+            # Sampled answers differ from blank-image answers by chance alone, so the ablation
+            # pair is decoded greedily; the clinician sees the sampled answer.
+            generations = self.backend.generate(batch, settings, yes_no=yes_no)
+            if blanks:
+                out = self.backend.generate(batch + blanks, replace(settings, temperature=0.0))
+                probes = [(g.text, b.text) for g, b in zip(out[: len(todo)], out[len(todo) :], strict=True)]
         latency = (time.perf_counter() - start) * 1000
         answers = []
         for i, request in enumerate(requests):
@@ -90,9 +101,9 @@ class Assistant:
                 )
                 continue
             k = todo.index(i)
-            ablated = generations[len(todo) + k] if settings.ablation else None
+            probe = probes[k] if probes else None
             answers.append(
-                self._answer(request, prompts[i], generations[k], ablated, settings, decisions[i], latency)
+                self._answer(request, prompts[i], generations[k], probe, settings, decisions[i], latency)
             )
         return answers
 
@@ -101,14 +112,13 @@ class Assistant:
         request: AskRequest,
         prompt: ChatPrompt,
         gen: Generation,
-        ablated: Generation | None,
+        probe: tuple[str, str] | None,
         settings: GenerationSettings,
         decisions: list[SafetyDecision],
         latency: float,
     ) -> Answer:
-        confidence = (
-            yes_no_confidence(gen.yes_prob, gen.no_prob) if is_yes_no_question(request.question) else None
-        )
+        question_is_yes_no = is_yes_no_question(request.question)
+        confidence = yes_no_confidence(gen.yes_prob, gen.no_prob) if question_is_yes_no else None
         abstained = confidence is not None and confidence < settings.abstain_threshold
         text = gen.text
         if abstained:
@@ -116,7 +126,7 @@ class Assistant:
                 f"Not confident enough to answer yes or no (confidence {confidence:.2f} below "
                 f"{settings.abstain_threshold:.2f}); please review the images."
             )
-        grounded = None if ablated is None else not same_answer(gen.text, ablated.text)
+        grounded = None if probe is None else not same_answer(*probe)
         if grounded is False:
             logger.info("answer unchanged with blank images: flagged as not grounded")
         return Answer(
@@ -131,7 +141,7 @@ class Assistant:
             views=prompt.views,
             cited_facts=cited_fact_ids(gen.text, [f.fact_id for f in request.facts]),
             raw_text=gen.text,
-            ablation_text=None if ablated is None else ablated.text,
+            ablation_text=None if probe is None else probe[1],
         )
 
     def stream(self, request: AskRequest, settings: GenerationSettings | None = None) -> Iterator[str]:

@@ -115,6 +115,7 @@ class FakeBackend:
 
     generations: list[medvlm.Generation]
     calls: list[list[ChatPrompt]] = field(default_factory=list)
+    temperatures: list[float] = field(default_factory=list)
 
     def info(self) -> medvlm.ModelInfo:
         return medvlm.ModelInfo("fake@000000000000", None, "fake", True)
@@ -123,6 +124,7 @@ class FakeBackend:
         self, prompts: list[ChatPrompt], settings: medvlm.GenerationSettings, yes_no: bool = False
     ) -> list[medvlm.Generation]:
         self.calls.append(prompts)
+        self.temperatures.append(settings.temperature)
         return self.generations[: len(prompts)]
 
     def stream(self, prompt: ChatPrompt, settings: medvlm.GenerationSettings) -> Iterator[str]:
@@ -147,3 +149,11 @@ def test_yes_no_helpers() -> None:
     assert not is_yes_no_question("What is the cardiothoracic ratio?")
     assert yes_no_confidence(0.0, 0.0) is None and yes_no_confidence(0.2, 0.6) == pytest.approx(0.75)
     assert same_answer("Yes, there is.", "yes there is") and not same_answer("Yes", "No")
+
+
+def test_sampled_answers_are_ablated_greedily() -> None:
+    backend = FakeBackend([medvlm.Generation("A sampled answer."), medvlm.Generation("Blank answer.")])
+    request = medvlm.AskRequest(images=[NOISE], question="What is seen?")
+    answer = Assistant(backend).ask(request, medvlm.GenerationSettings(temperature=0.7))
+    assert backend.temperatures == [0.7, 0.0] and [len(c) for c in backend.calls] == [1, 2]
+    assert answer.raw_text == "A sampled answer." and answer.grounded is True
