@@ -251,11 +251,15 @@ class Recipe(abc.ABC):
     def setup(self) -> None:
         """Seed, build model and data, optimizer and scheduler; resume when asked."""
         import torch
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
         if self.cfg.num_threads:
             torch.set_num_threads(self.cfg.num_threads)
-        self._accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        # CLIP's pooler layer norm is unused (Llava reads hidden states), so DDP must allow unused parameters.
+        self._accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
         seed_everything(self.cfg.seed)
         model, n = self.build()
         params = [p for p in model.parameters() if p.requires_grad]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+from tests.training.tiny import TINY_VISION, corpus_from, make_tiny_lm
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -22,7 +22,7 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A phantoms folder (32 studies, 32 px) written by ``data_prep.phantoms``."""
+    """A phantoms folder (40 studies, 32 px) written by ``data_prep.phantoms``."""
     from data_prep.phantoms.generate import generate
 
     out = tmp_path_factory.mktemp("phantoms")
@@ -30,74 +30,10 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _corpus(data: Path) -> list[str]:
-    import json
-
-    texts = []
-    for split in ("train", "val", "test"):
-        for name in ("vqa", "captions", "probes"):
-            path = data / split / f"{name}.jsonl"
-            if path.is_file():
-                for line in path.read_text().splitlines():
-                    record: dict[str, Any] = json.loads(line)
-                    texts += [
-                        str(record.get("question", "")),
-                        str(record.get("answer", "")),
-                        str(record.get("caption", "")),
-                    ]
-    return texts + ["user assistant system"]
-
-
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
     """A tiny ``LlamaForCausalLM`` folder with a BPE tokenizer trained on the fixture's text."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    out = tmp_path_factory.mktemp("tiny_lm")
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator(_corpus(tiny_data), trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|im_end|>",
-    )
-    tokenizer.save_pretrained(out)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    return out
-
-
-TINY_VISION = {
-    "image_size": 32,
-    "patch_size": 16,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_channels": 3,
-}
+    return make_tiny_lm(tmp_path_factory.mktemp("tiny_lm"), corpus_from(tiny_data))
 
 
 def common(out: Path, data: Path, **extra: Any) -> dict[str, Any]:

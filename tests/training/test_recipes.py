@@ -10,7 +10,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.training.conftest import TINY_VISION, common
+from tests.training.conftest import common
+from tests.training.tiny import TINY_VISION
 from training.config import build
 from training.recipes.instruct_lora import InstructLoraConfig, InstructLoraRecipe
 from training.recipes.projector_align import ProjectorAlignConfig
