@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def test_assembled_folder_loads_with_plain_transformers(tmp_path: Path, tiny_lm:
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["architectures"] == ["LlavaForConditionalGeneration"]
     assert config["vision_config"]["model_type"] == "clip_vision_model"
-    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "model")
+    model: Any = AutoModelForImageTextToText.from_pretrained(tmp_path / "model")
     processor = AutoProcessor.from_pretrained(tmp_path / "model")
     messages = [
         {
@@ -149,7 +150,7 @@ def test_real_builtin_model_prepares_loads_and_answers(tmp_path: Path) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     built = prepare(tmp_path / "home")
-    model = AutoModelForImageTextToText.from_pretrained(built.model_dir)
+    model: Any = AutoModelForImageTextToText.from_pretrained(built.model_dir)
     processor = AutoProcessor.from_pretrained(built.model_dir)
     if built.adapter_dir is not None:
         model = PeftModel.from_pretrained(model, str(built.adapter_dir))
