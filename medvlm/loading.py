@@ -249,9 +249,9 @@ def load(
 def load_processor(path: Path, family: str) -> Any:
     """Load the checkpoint's processor, with left padding for batched generation.
 
-    Qwen2-VL / Qwen2.5-VL processors also need a video processor, which needs torchvision; on a
-    machine without it (this project's CPU machines), an image-only processor is assembled from the
-    same files.
+    Qwen2-VL / Qwen2.5-VL / SmolVLM processors also need a video processor, which needs
+    torchvision; on a machine without it (this project's CPU machines), an image-only processor is
+    assembled from the same files.
 
     Raises:
         ModelLoadError: when the processor files cannot be loaded.
@@ -261,10 +261,10 @@ def load_processor(path: Path, family: str) -> Any:
     try:
         processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     except ImportError as e:
-        if family not in ("qwen2_vl", "qwen2_5_vl") or "torchvision" not in str(e).lower():
+        if family not in VIDEO_PROCESSOR_FAMILIES or "torchvision" not in str(e).lower():
             raise ModelLoadError(f"the processor of {path} needs a missing library: {e}") from e
         logger.info("torchvision missing: using an image-only %s processor", family)
-        processor = _image_only_qwen_processor(path, family)
+        processor = _image_only_processor(path, family)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelLoadError(f"the processor files in {path} cannot be loaded: {e}") from e
     if getattr(processor, "chat_template", None) is None:
@@ -275,33 +275,63 @@ def load_processor(path: Path, family: str) -> Any:
     return processor
 
 
-def _image_only_qwen_processor(path: Path, family: str) -> Any:
+# Processors that also take a video processor, which needs torchvision (absent on CPU-only sites
+# whose torch is the CPU build): family -> transformers processor class.
+VIDEO_PROCESSOR_FAMILIES = {
+    "qwen2_vl": "Qwen2VLProcessor",
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "smolvlm": "SmolVLMProcessor",
+}
+
+
+@dataclass(frozen=True)
+class _NoVideoProcessor:
+    """Stands in for a video processor where none can be built: video inputs stay unsupported."""
+
+    num_frames: int | None = None
+    fps: float | None = None
+
+
+def _image_only_processor(path: Path, family: str) -> Any:
+    """The family's processor without its video processor, from the checkpoint's own files."""
+    import inspect
+
+    import transformers
     from transformers import AutoImageProcessor, AutoTokenizer
-    from transformers.processing_utils import ProcessorMixin
 
-    if family == "qwen2_vl":
-        from transformers import Qwen2VLProcessor as Base
-    else:
-        from transformers import Qwen2_5_VLProcessor as Base  # type: ignore[assignment]
+    base: Any = getattr(transformers, VIDEO_PROCESSOR_FAMILIES[family])
 
-    class ImageOnlyProcessor(Base):
-        """The family's processor without its video processor (which needs torchvision)."""
+    class ImageOnlyProcessor(base):
+        """``base`` with ``image_processor`` and ``tokenizer`` only (its video input unused)."""
 
         def __init__(
-            self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None
+            self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kwargs: Any
         ) -> None:
-            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
-            self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
-            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+            base.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+            # Some chat-template code reads video defaults even for image-only conversations.
+            self.video_processor = _NoVideoProcessor()
 
+    accepted = set(inspect.signature(base.__init__).parameters) - {
+        "self",
+        "image_processor",
+        "tokenizer",
+        "video_processor",
+        "chat_template",
+        "kwargs",
+    }
+    config_path = path / "processor_config.json"
     try:
+        saved = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
         image_processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError, ImportError) as e:
+        return ImageOnlyProcessor(
+            image_processor,
+            tokenizer,
+            chat_template=_read_chat_template(path, tokenizer),
+            **{k: v for k, v in saved.items() if k in accepted},
+        )
+    except (OSError, ValueError, KeyError, TypeError, ImportError, json.JSONDecodeError) as e:
         raise ModelLoadError(f"the processor files in {path} cannot be loaded: {e}") from e
-    return ImageOnlyProcessor(image_processor, tokenizer, chat_template=_read_chat_template(path, tokenizer))
 
 
 def _read_chat_template(path: Path, tokenizer: Any) -> str | None:

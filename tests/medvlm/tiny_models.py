@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "gemma3", "idefics3")
+FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "gemma3", "idefics3", "smolvlm")
 
 
 def chatml_template(image_placeholder: str) -> str:
@@ -309,6 +309,47 @@ def build_idefics3(out: Path, tok_dir: Path) -> None:
     _save(model, proc, out)
 
 
+def build_smolvlm(out: Path, tok_dir: Path) -> None:
+    from transformers import (
+        LlamaConfig,
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+        SmolVLMImageProcessor,
+    )
+    from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
+
+    tokens = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", "<video>"]
+    tokens += [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    tok = _tokenizer(tok_dir, tokens)
+    vision = SmolVLMVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    config = SmolVLMConfig(
+        vision_config=vision,
+        text_config=LlamaConfig(**_text_config(len(tok))),
+        scale_factor=2,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+    )
+    model = SmolVLMForConditionalGeneration(config)
+    improc = SmolVLMImageProcessor(
+        size={"longest_edge": 32}, max_image_size={"longest_edge": 32}, do_image_splitting=False
+    )
+    # SmolVLMProcessor needs a video processor (torchvision): written file by file, as shipped.
+    model.eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    improc.save_pretrained(out)
+    (out / "processor_config.json").write_text(
+        json.dumps({"processor_class": "SmolVLMProcessor", "image_seq_len": 4})
+    )
+    (out / "chat_template.jinja").write_text(chatml_template("<image>"))
+
+
 def _save(model: Any, proc: Any, out: Path) -> None:
     model.eval()
     model.save_pretrained(out)
@@ -322,6 +363,7 @@ BUILDERS: dict[str, Callable[[Path, Path], None]] = {
     "qwen2_5_vl": build_qwen2_5_vl,
     "gemma3": build_gemma3,
     "idefics3": build_idefics3,
+    "smolvlm": build_smolvlm,
 }
 
 
