@@ -182,3 +182,15 @@ def test_serve_api_with_a_bad_model_folder_exits_1(
 ) -> None:
     assert main(["serve-api", "--model", str(tmp_path), "--port", "0"]) == 1
     assert "has no config.json" in capsys.readouterr().err
+
+
+def test_registrar_and_package_import_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, app.commands.model, medvlm; "
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"]
