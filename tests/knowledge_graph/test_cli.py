@@ -57,7 +57,8 @@ def test_eval_check_fails_on_impossible_queries(
 ) -> None:
     queries = tmp_path / "q.yaml"
     queries.write_text("queries:\n  - {q: 'zzz qqq', gold: necrosis}\n", encoding="utf-8")
-    code = main(["kg", "eval", "--check", "--k", "1", "--queries", str(queries), "--cache", str(minilm_cache)])
+    args = ["kg", "eval", "--check", "--k", "1", "--queries", str(queries), "--cache", str(minilm_cache)]
+    code = main(args)
     assert code == 1
     assert "recall@1 0.000" in capsys.readouterr().out
 
