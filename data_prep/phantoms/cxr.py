@@ -278,107 +278,153 @@ def _anatomy_image(c: _Canvas, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+def _effusion(c: _Canvas, img: np.ndarray, f: Finding, rng: np.random.Generator, out: CxrRender) -> None:
+    """Fluid density filling the lung base(s) up to a meniscus that rises laterally."""
+    mask = np.zeros(img.shape, dtype=bool)
+    height = rng.uniform(0.05, 0.08) if f.attributes["severity"] == "small" else rng.uniform(0.16, 0.24)
+    for side in sorted(f.sides()):
+        lat = np.clip(c.lateral_u(side), 0.0, 1.0)
+        level = c.angle_y(side) - height - 0.05 * lat
+        region = c.lungs[side] & (c.yy > level)
+        img[region] = np.maximum(img[region], 0.58 + 0.02 * rng.standard_normal())
+        mask |= region
+    out.masks[f.id] = mask
+
+
+def _pneumothorax(c: _Canvas, img: np.ndarray, f: Finding, rng: np.random.Generator, out: CxrRender) -> None:
+    """A lateral/apical band without lung markings, edged by a visible pleural line."""
+    a, side = c.a, str(f.attributes["laterality"])
+    lat = c.lateral_u(side)
+    width = rng.uniform(0.25, 0.4) + 0.25 * np.clip((a.base_y - c.yy) / c.lung_height, 0, 1)
+    region = c.lungs[side] & (lat > 1.0 - width)
+    img[region] = 0.07
+    line = c.lungs[side] & (np.abs(lat - (1.0 - width)) < 1.5 / (c.size * a.lung_half))
+    img[line] = 0.32
+    out.masks[f.id] = region
+
+
+def _nodule(c: _Canvas, img: np.ndarray, f: Finding, rng: np.random.Generator, out: CxrRender) -> None:
+    """A disc of the labelled size in the labelled zone (masses lobulated)."""
+    a, at = c.a, f.attributes
+    side = str(at["laterality"])
+    cy = a.apex_y + c.lung_height * (_ZONE_FRAC[str(at["zone"])] + rng.uniform(-0.05, 0.05))
+    cx = a.lung_center(side) + side_sign(side) * a.lung_half * rng.uniform(0.05, 0.45)
+    r = float(at["size_mm"]) / 2.0 / FOV_MM
+    prof = c.disc(cx, cy, r)
+    if f.id == "lung_mass":
+        for _ in range(2):
+            ang = rng.uniform(0, 2 * np.pi)
+            prof = np.maximum(prof, c.disc(cx + 0.5 * r * np.cos(ang), cy + 0.5 * r * np.sin(ang), 0.7 * r))
+    img += 0.30 * prof
+    out.masks[f.id] = prof > 0.5
+    out.centers[f.id] = (int(cy * c.size), int(cx * c.size))
+
+
+def _lobe_region(c: _Canvas, lobe: str) -> np.ndarray:
+    """Projection of a lobe on a PA view (approximate: upper/middle/lower bands of the lung)."""
+    side, part = lobe.split("_")
+    t = (c.yy - c.a.apex_y) / c.lung_height
+    medial = c.lateral_u(side) < 0.35
+    if part == "upper":
+        band = t < (0.45 if side == "right" else 0.55)
+    elif part == "middle":
+        band = (t >= 0.45) & (t < 0.8) & medial
+    elif side == "right":
+        band = (t >= 0.55) & ~((t < 0.8) & medial)
+    else:
+        band = t >= 0.55
+    return c.lungs[side] & band
+
+
+def _consolidation(c: _Canvas, img: np.ndarray, f: Finding, rng: np.random.Generator, out: CxrRender) -> None:
+    """A patchy airspace opacity over most of the labelled lobe."""
+    lobe = _lobe_region(c, str(f.attributes["lobe"]))
+    blob = ndimage.gaussian_filter(rng.standard_normal(img.shape).astype(np.float32), c.size / 40.0)
+    region = lobe & (blob > np.quantile(blob[lobe], 0.25))
+    img[region] += 0.28
+    out.masks[f.id] = region
+
+
+def _atelectasis(c: _Canvas, img: np.ndarray, f: Finding, rng: np.random.Generator, out: CxrRender) -> None:
+    """A plate-like band at the labelled base."""
+    a, side = c.a, str(f.attributes["laterality"])
+    y0 = a.base_y - rng.uniform(0.07, 0.12)
+    tilt = rng.uniform(-0.04, 0.04)
+    lc = a.lung_center(side)
+    pts = [(lc - 0.7 * a.lung_half, y0 - tilt), (lc + 0.7 * a.lung_half, y0 + tilt)]
+    region = _polyline_mask(c.xx, c.yy, pts, 0.012) & c.lungs[side]
+    img[region] += 0.25
+    out.masks[f.id] = region
+
+
+def _edema(c: _Canvas, img: np.ndarray, f: Finding, rng: np.random.Generator, out: CxrRender) -> None:
+    """Bilateral perihilar haze and Kerley B lines at both bases."""
+    a = c.a
+    lungs = c.lungs["right"] | c.lungs["left"]
+    dist = np.abs(c.xx - a.cx)
+    haze = np.exp(-(((dist - a.med_half - 0.03) / 0.12) ** 2) - ((c.yy - 0.48) / 0.16) ** 2)
+    img += 0.22 * haze * lungs
+    kerley = np.zeros(img.shape, dtype=bool)
+    for side in ("right", "left"):
+        for k in range(4):
+            y = a.base_y - 0.03 - 0.025 * k
+            x0 = a.lung_center(side) + side_sign(side) * a.lung_half * 0.95
+            kerley |= _polyline_mask(c.xx, c.yy, [(x0, y), (x0 - side_sign(side) * 0.04, y)], 0.004)
+    img[kerley & lungs] += 0.18
+    out.masks[f.id] = (haze > 0.3) & lungs
+
+
+def _ett(c: _Canvas, img: np.ndarray, f: Finding, rng: np.random.Generator, out: CxrRender) -> None:
+    """A tube down the trachea with its tip above the carina."""
+    x = c.a.cx + rng.uniform(-0.008, 0.008)
+    tube = _polyline_mask(c.xx, c.yy, [(x, 0.0), (x, CARINA_Y - rng.uniform(0.03, 0.06))], 0.006)
+    img[tube] += 0.4
+    out.masks[f.id] = tube
+
+
+def _cvc(c: _Canvas, img: np.ndarray, f: Finding, rng: np.random.Generator, out: CxrRender) -> None:
+    """A line from the labelled subclavian region into the SVC (on the patient's right)."""
+    a, s = c.a, side_sign(str(f.attributes["laterality"]))
+    svc_x = a.cx - a.med_half * 0.8
+    pts = [
+        (a.cx + s * (a.thorax_half + 0.02), a.apex_y + 0.03),
+        (a.cx + s * 0.07, a.apex_y + 0.07),
+        (svc_x, a.apex_y + 0.12),
+        (svc_x, CARINA_Y + rng.uniform(0.0, 0.05)),
+    ]
+    line = _polyline_mask(c.xx, c.yy, pts, 0.005)
+    img[line] += 0.4
+    out.masks[f.id] = line
+
+
+def _cardiomegaly(c: _Canvas, img: np.ndarray, f: Finding, rng: np.random.Generator, out: CxrRender) -> None:
+    """Drawn by the anatomy (its cardiothoracic ratio); only the mask is recorded here."""
+    out.masks[f.id] = c.heart
+
+
+_DRAWERS = {
+    "pleural_effusion": _effusion,
+    "pneumothorax": _pneumothorax,
+    "lung_nodule": _nodule,
+    "lung_mass": _nodule,
+    "consolidation": _consolidation,
+    "atelectasis": _atelectasis,
+    "pulmonary_edema": _edema,
+    "endotracheal_tube": _ett,
+    "central_venous_catheter": _cvc,
+    "cardiomegaly": _cardiomegaly,
+}
+
+
 def _draw_findings(
     c: _Canvas, img: np.ndarray, findings: tuple[Finding, ...], rng: np.random.Generator
 ) -> CxrRender:
-    a, xx, yy = c.a, c.xx, c.yy
     out = CxrRender(pixels=img)
     for f in findings:
-        at = f.attributes
-        if f.id == "pleural_effusion":
-            mask = np.zeros(xx.shape, dtype=bool)
-            height = rng.uniform(0.05, 0.08) if at["severity"] == "small" else rng.uniform(0.16, 0.24)
-            for side in sorted(f.sides()):
-                lat = np.clip(c.lateral_u(side), 0.0, 1.0)
-                level = c.angle_y(side) - height - 0.05 * lat  # meniscus rises laterally
-                region = c.lungs[side] & (yy > level)
-                img[region] = np.maximum(img[region], 0.58 + 0.02 * rng.standard_normal())
-                mask |= region
-            out.masks[f.id] = mask
-        elif f.id == "pneumothorax":
-            side = str(at["laterality"])
-            lat = c.lateral_u(side)
-            width = rng.uniform(0.25, 0.4) + 0.25 * np.clip((a.base_y - yy) / c.lung_height, 0, 1)
-            region = c.lungs[side] & (lat > 1.0 - width)
-            img[region] = 0.07
-            line = c.lungs[side] & (np.abs(lat - (1.0 - width)) < 1.5 / (c.size * a.lung_half))
-            img[line] = 0.32
-            out.masks[f.id] = region
-        elif f.id in ("lung_nodule", "lung_mass"):
-            side = str(at["laterality"])
-            cy = a.apex_y + c.lung_height * (_ZONE_FRAC[str(at["zone"])] + rng.uniform(-0.05, 0.05))
-            cx = a.lung_center(side) + side_sign(side) * a.lung_half * rng.uniform(0.05, 0.45)
-            r = float(at["size_mm"]) / 2.0 / FOV_MM
-            prof = c.disc(cx, cy, r)
-            if f.id == "lung_mass":
-                for _ in range(2):
-                    ang = rng.uniform(0, 2 * np.pi)
-                    prof = np.maximum(
-                        prof, c.disc(cx + 0.5 * r * np.cos(ang), cy + 0.5 * r * np.sin(ang), 0.7 * r)
-                    )
-            img += 0.30 * prof
-            out.masks[f.id] = prof > 0.5
-            out.centers[f.id] = (int(cy * c.size), int(cx * c.size))
-        elif f.id == "consolidation":
-            side, part = str(at["lobe"]).split("_")
-            t = (yy - a.apex_y) / c.lung_height
-            lat = c.lateral_u(side)
-            if part == "upper":
-                lobe = t < (0.45 if side == "right" else 0.55)
-            elif part == "middle":
-                lobe = (t >= 0.45) & (t < 0.8) & (lat < 0.35)
-            else:
-                lobe = (t >= 0.55) & ~((t < 0.8) & (lat < 0.35)) if side == "right" else t >= 0.55
-            blob = ndimage.gaussian_filter(rng.standard_normal(xx.shape).astype(np.float32), c.size / 40.0)
-            region = c.lungs[side] & lobe & (blob > np.quantile(blob[c.lungs[side] & lobe], 0.25))
-            img[region] += 0.28
-            out.masks[f.id] = region
-        elif f.id == "atelectasis":
-            side = str(at["laterality"])
-            y0 = a.base_y - rng.uniform(0.07, 0.12)
-            tilt = rng.uniform(-0.04, 0.04)
-            lc = a.lung_center(side)
-            band = _polyline_mask(
-                xx, yy, [(lc - 0.7 * a.lung_half, y0 - tilt), (lc + 0.7 * a.lung_half, y0 + tilt)], 0.012
-            )
-            region = band & c.lungs[side]
-            img[region] += 0.25
-            out.masks[f.id] = region
-        elif f.id == "pulmonary_edema":
-            lungs = c.lungs["right"] | c.lungs["left"]
-            dist = np.abs(xx - a.cx)
-            haze = np.exp(-(((dist - a.med_half - 0.03) / 0.12) ** 2) - ((yy - 0.48) / 0.16) ** 2)
-            img += 0.22 * haze * lungs
-            kerley = np.zeros(xx.shape, dtype=bool)
-            for side in ("right", "left"):
-                for k in range(4):
-                    y = a.base_y - 0.03 - 0.025 * k
-                    x0 = a.lung_center(side) + side_sign(side) * a.lung_half * 0.95
-                    x1 = x0 - side_sign(side) * 0.04
-                    kerley |= _polyline_mask(xx, yy, [(x0, y), (x1, y)], 0.004)
-            img[kerley & lungs] += 0.18
-            out.masks[f.id] = (haze > 0.3) & lungs
-        elif f.id == "endotracheal_tube":
-            x = a.cx + rng.uniform(-0.008, 0.008)
-            tube = _polyline_mask(xx, yy, [(x, 0.0), (x, CARINA_Y - rng.uniform(0.03, 0.06))], 0.006)
-            img[tube] += 0.4
-            out.masks[f.id] = tube
-        elif f.id == "central_venous_catheter":
-            s = side_sign(str(at["laterality"]))
-            svc_x = a.cx - a.med_half * 0.8  # the SVC lies on the patient's right
-            pts = [
-                (a.cx + s * (a.thorax_half + 0.02), a.apex_y + 0.03),
-                (a.cx + s * 0.07, a.apex_y + 0.07),
-                (svc_x, a.apex_y + 0.12),
-                (svc_x, CARINA_Y + rng.uniform(0.0, 0.05)),
-            ]
-            line = _polyline_mask(xx, yy, pts, 0.005)
-            img[line] += 0.4
-            out.masks[f.id] = line
-        elif f.id == "cardiomegaly":
-            out.masks[f.id] = c.heart
-        else:
+        drawer = _DRAWERS.get(f.id)
+        if drawer is None:
             raise ValueError(f"the chest radiograph renderer cannot draw {f.id!r}")
+        drawer(c, img, f, rng, out)
     return out
 
 
