@@ -195,6 +195,9 @@ class _Canvas:
         self.size = size
         coords = (np.arange(size, dtype=np.float32) + 0.5) / size
         self.yy, self.xx = np.meshgrid(coords, coords, indexing="ij")
+        self.x_row = coords[None, :]  # (1, size): x-only quantities are computed once per column
+        self.y_col = coords[:, None]  # (size, 1)
+        self._diaphragm = {side: self._diaphragm_row(side) for side in ("right", "left")}
         self.lung_height = a.base_y - a.apex_y
         self.lungs = {side: self._lung(side) for side in ("right", "left")}
         hx = a.cx + a.cardiac_width * 0.12  # the heart extends further to the patient's left
@@ -203,8 +206,12 @@ class _Canvas:
         ) ** 2 <= 1
 
     def diaphragm(self, side: str) -> np.ndarray:
+        """y of the hemidiaphragm dome per column, shape ``(1, size)`` (broadcasts over rows)."""
+        return self._diaphragm[side]
+
+    def _diaphragm_row(self, side: str) -> np.ndarray:
         a = self.a
-        u = (self.xx - a.lung_center(side)) / a.lung_half
+        u = (self.x_row - a.lung_center(side)) / a.lung_half
         return self.angle_y(side) - a.dome * np.clip(1.0 - u**2, 0.0, 1.0)
 
     def angle_y(self, side: str) -> float:
@@ -213,11 +220,11 @@ class _Canvas:
 
     def _lung(self, side: str) -> np.ndarray:
         a = self.a
-        u = (self.xx - a.lung_center(side)) / a.lung_half
+        u = (self.x_row - a.lung_center(side)) / a.lung_half
         mid = (a.apex_y + a.base_y) / 2.0
-        v = (self.yy - mid) / ((a.base_y - a.apex_y) / 2.0)
+        v = (self.y_col - mid) / ((a.base_y - a.apex_y) / 2.0)
         upper = (v < 0) & (u**2 + v**2 <= 1.0)
-        lower = (v >= 0) & (np.abs(u) <= 1.0) & (self.yy <= self.diaphragm(side))
+        lower = (v >= 0) & (np.abs(u) <= 1.0) & (self.y_col <= self.diaphragm(side))
         return upper | lower
 
     def lateral_u(self, side: str) -> np.ndarray:
