@@ -161,7 +161,10 @@ class Retrieval:
 def compositions_from_graph(graph: KnowledgeGraph) -> dict[tuple[str, str], tuple[str, ...]]:
     """Map ``(anatomy, visual attribute)`` to the findings located there with that attribute.
 
-    Only pairs naming at most two findings are kept (a pair that fits many findings says little).
+    Only pairs naming at most two findings are kept (a pair that fits many findings says little),
+    and only attributes that describe the structure itself (shape, density, margin, texture,
+    effect, and "enlarged"): size words and distributions are too often plain modifiers ("small
+    vessel disease" is not a small thing in a vessel).
 
     Args:
         graph: the knowledge graph.
@@ -173,11 +176,23 @@ def compositions_from_graph(graph: KnowledgeGraph) -> dict[tuple[str, str], tupl
     for n in graph.nodes([NodeType.FINDING]):
         edges = graph.out_edges(n.id)
         places = [e.target for e in edges if e.type is EdgeType.LOCATED_IN]
-        attrs = [e.target for e in edges if e.type is EdgeType.HAS_VISUAL_ATTRIBUTE]
+        attrs = [
+            e.target
+            for e in edges
+            if e.type is EdgeType.HAS_VISUAL_ATTRIBUTE and _composable(graph.node(e.target))
+        ]
         for a in places:
             for v in attrs:
                 table.setdefault((a, v), []).append(n.id)
     return {k: tuple(v) for k, v in table.items() if len(v) <= 2}
+
+
+_COMPOSABLE_KINDS = frozenset({"shape", "density", "margin", "texture", "effect"})
+
+
+def _composable(attribute: Node) -> bool:
+    is_attr = attribute.type is NodeType.VISUAL_ATTRIBUTE
+    return is_attr and (attribute.kind in _COMPOSABLE_KINDS or attribute.id == "shape_enlarged")
 
 
 class Retriever:

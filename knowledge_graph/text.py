@@ -50,7 +50,7 @@ def token_spans(text: str) -> list[tuple[str, int, int]]:
     return [(m.group(0), m.start(), m.end()) for m in _TOKEN_RE.finditer(lowered)]
 
 
-_STEM_KEEP = ("ss", "us", "is", "as", "os")
+_STEM_KEEP = ("ss", "us", "is", "os")
 # Determiners and possessives carry no meaning for matching ("clot in my lung" = "clot in the lung").
 DETERMINERS = frozenset(
     {"the", "a", "an", "my", "his", "her", "your", "their", "its", "our", "this", "these"}

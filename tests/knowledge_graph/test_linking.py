@@ -147,3 +147,8 @@ def _shared_linker() -> EntityLinker:
 
 
 _LINKER: EntityLinker | None = None
+
+
+def test_size_words_do_not_compose_findings(linker: EntityLinker) -> None:
+    nodes = {e.node for e in linker.link("chronic small vessel ischemic changes")}
+    assert "phlebolith" not in nodes
