@@ -93,6 +93,16 @@ def register(sub: Any) -> None:
         p.add_argument("--batch-size", type=int, default=16, help="questions per generate call")
         p.add_argument("--json", action="store_true", help="print one JSON object")
         p.set_defaults(func=_eval, task=name)
+    vision = tasks.add_parser(
+        "vision",
+        help="stage-0 ViT label accuracy on a held-out split",
+        description="Label accuracy of a stage-0 checkpoint (threshold 0.5) on the val or test split.",
+    )
+    vision.add_argument("--checkpoint", type=Path, required=True, help="stage-0 checkpoint folder")
+    vision.add_argument("--data", type=Path, required=True, help="a medvlm phantoms folder")
+    vision.add_argument("--split", choices=("val", "test"), default="test")
+    vision.add_argument("--json", action="store_true", help="print one JSON object")
+    vision.set_defaults(func=_eval_vision)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -167,6 +177,25 @@ def _eval(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(_finite(metrics), sort_keys=True) + "\n")
     else:
         sys.stdout.write(runner.markdown_table(args.task, answerer.model_version, metrics) + "\n")
+    return 0
+
+
+def _eval_vision(args: argparse.Namespace) -> int:
+    from training.data import DataError
+    from training.recipes.vision_pretrain import evaluate_classifier
+
+    try:
+        metrics: dict[str, Any] = dict(evaluate_classifier(args.checkpoint, args.data, args.split))
+    except (DataError, OSError, ValueError) as e:
+        sys.stderr.write(f"medvlm eval vision: {e}\n")
+        return 1
+    metrics = {"task": "vision", "split": args.split, **metrics}
+    if args.json:
+        sys.stdout.write(json.dumps(metrics, sort_keys=True) + "\n")
+    else:
+        from training.eval.runner import markdown_table
+
+        sys.stdout.write(markdown_table("vision", str(args.checkpoint), metrics) + "\n")
     return 0
 
 

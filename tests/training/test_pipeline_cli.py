@@ -140,3 +140,13 @@ def test_train_cli_overrides_and_errors(
     assert main(["train", "stage0", f"out_dir={tmp_path}", f"data_dir={tiny_data}", "no_such_key=1"]) == 1
     assert "unknown keys" in capsys.readouterr().err
     assert main(["train", "stage1", "max_steps=1", "init_from="]) == 1
+
+
+def test_eval_vision_on_stage0(
+    tiny_builtin: tuple[Path, Path], tiny_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stage0 = tiny_builtin[0].parent / "stage0" / "final"
+    assert main(["eval", "vision", "--checkpoint", str(stage0), "--data", str(tiny_data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.0 <= result["finding_accuracy"] <= 1.0 and result["split"] == "test"
+    assert set(result["sensitivity"]) <= set(json.loads((stage0 / "labels.json").read_text()))

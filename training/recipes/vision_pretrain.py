@@ -160,7 +160,7 @@ class VisionPretrainRecipe(Recipe):
         (folder / LABELS_FILE).write_text(json.dumps(self.vocabulary, indent=1))
 
 
-def evaluate_classifier(checkpoint: Path, data_dir: Path, split: str = "val") -> dict[str, float]:
+def evaluate_classifier(checkpoint: Path, data_dir: Path, split: str = "val") -> dict[str, Any]:
     """Label accuracy of a stage-0 checkpoint on a held-out split (threshold 0.5).
 
     Args:
@@ -169,8 +169,8 @@ def evaluate_classifier(checkpoint: Path, data_dir: Path, split: str = "val") ->
         split: ``val`` or ``test``.
 
     Returns:
-        ``{"label_accuracy", "finding_accuracy", "exact_match", "n"}``; finding accuracy counts only
-        finding-id labels (not attributes).
+        ``label_accuracy``, ``finding_accuracy`` (finding-id labels only, not attributes),
+        ``exact_match``, ``n`` and per-finding ``sensitivity`` (share of positives detected).
     """
     import torch
     from safetensors.torch import load_file
@@ -192,9 +192,15 @@ def evaluate_classifier(checkpoint: Path, data_dir: Path, split: str = "val") ->
         )
     correct = preds == targets
     finding_cols = [i for i, label in enumerate(vocabulary) if ":" not in label]
+    sensitivity: dict[str, float] = {}
+    for col in finding_cols:
+        positive = targets[:, col] == 1
+        if bool(positive.any()):
+            sensitivity[vocabulary[col]] = round(float(preds[positive, col].mean()), 3)
     return {
         "label_accuracy": float(correct.float().mean()),
         "finding_accuracy": float(correct[:, finding_cols].float().mean()),
         "exact_match": float(correct.all(dim=1).float().mean()),
         "n": float(len(items)),
+        "sensitivity": sensitivity,
     }
