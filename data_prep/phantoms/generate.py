@@ -45,8 +45,9 @@ __all__ = ["GENERATOR_VERSION", "Manifest", "PhantomError", "Sample", "generate"
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "phantoms-0.2.0"
+GENERATOR_VERSION = "phantoms-0.3.0"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+_GOLDEN = (5**0.5 - 1) / 2
 SUPPORTED_KINDS = ("cxr", "ct", "slide")
 FILES = ("captions", "vqa", "probes", "reports", "report_errors")
 
@@ -77,13 +78,18 @@ class Manifest:
 
 
 def _patient_plan(n: int, seed: int) -> list[tuple[int, str]]:
-    """Assign each of ``n`` studies to a patient (1-3 studies each) and each patient to a split."""
+    """Assign each of ``n`` studies to a patient (1-3 studies each) and each patient to a split.
+
+    Splits follow a golden-ratio (low-discrepancy) sequence from a seeded start, so even a small
+    dataset gets close to the 80/10/10 patient fractions and non-empty val and test splits.
+    """
     plan: list[tuple[int, str]] = []
+    start = float(np.random.default_rng([seed, PATIENT_OFFSET - 1]).uniform())
     p = 0
     while len(plan) < n:
         prng = np.random.default_rng([seed, PATIENT_OFFSET + p])
         k = int(prng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
-        u = float(prng.uniform())
+        u = (start + p * _GOLDEN) % 1.0
         split = (
             SPLITS[0] if u < SPLIT_FRACTIONS[0] else SPLITS[1] if u < sum(SPLIT_FRACTIONS[:2]) else SPLITS[2]
         )
