@@ -150,3 +150,8 @@ def test_parallel_rendering_gives_identical_output(tmp_path: Path) -> None:
     assert len(files) > 20
     for rel in files:
         assert (tmp_path / "serial" / rel).read_bytes() == (tmp_path / "parallel" / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_small_datasets_have_every_split(seed: int) -> None:
+    assert {s.split for s in iter_samples(20, seed=seed, size=16)} == {"train", "val", "test"}
