@@ -63,3 +63,17 @@ def test_deidentification_keeps_pixels_and_geometry(dataset: Path) -> None:
             if clean.PhotometricInterpretation == "MONOCHROME1":
                 arr = 1 - arr
             assert np.abs(arr - sample.pixels).max() < 1e-3
+
+
+def test_medvlm_ingest_cli_reports_every_study_ok(
+    dataset: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import json
+
+    from app.cli import main
+
+    monkeypatch.setenv("MEDVLM_PSEUDONYM_KEY", "phantom-test-key-0123456789abcdef")
+    monkeypatch.setenv("MEDVLM_HOME", str(tmp_path))
+    assert main(["ingest", "--json", str(dataset / "dicom")]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(lines) == 8 and all(rec["status"] == "ok" for rec in lines)
