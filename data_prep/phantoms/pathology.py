@@ -40,12 +40,14 @@ class PatchRender:
         masks: boolean ``(size, size)`` region per finding id (``mitosis``: the figures).
         nuclear_density: ``(size, size)`` float32 nuclear stain fraction in [0, 1].
         mitosis_centers: ``(y, x)`` of each mitotic figure.
+        stain: per-channel stain factors (variation between labs) applied to the patch.
     """
 
     rgb: np.ndarray
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     nuclear_density: np.ndarray | None = None
     mitosis_centers: list[tuple[int, int]] = field(default_factory=list)
+    stain: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     @property
     def pixels(self) -> np.ndarray:
@@ -105,7 +107,11 @@ def _glands(shape: tuple[int, int], scale: float, rng: np.random.Generator) -> t
 
 
 def render_patch(
-    findings: tuple[Finding, ...], size: int, rng: np.random.Generator, scale: float | None = None
+    findings: tuple[Finding, ...],
+    size: int,
+    rng: np.random.Generator,
+    scale: float | None = None,
+    stain: tuple[float, float, float] | None = None,
 ) -> PatchRender:
     """Render an H&E-like patch with the findings in labelled regions.
 
@@ -115,6 +121,7 @@ def render_patch(
         rng: random generator.
         scale: feature scale (nucleus and gland size); ``size / 256`` when None, so a patch
             looks the same at any size.
+        stain: per-channel stain factors; drawn from ``rng`` (0.93-1.07) when None.
 
     Returns:
         The patch and its region masks.
@@ -138,18 +145,20 @@ def render_patch(
     normal = free
     lumen, ring = _glands(shape, scale, rng)
     lumen &= normal
-    stain = np.zeros(shape, dtype=np.float32)
-    stain += ring * normal
-    stain += _nuclei(
+    nuclear = np.zeros(shape, dtype=np.float32)
+    nuclear += ring * normal
+    nuclear += _nuclei(
         shape, 0.002 / scale**2, normal & ~lumen, (1.5 * scale, 2.5 * scale), rng
     )  # stromal cells
     if "tumor" in masks:
         for sig in ((2.2, 2.8), (3.0, 3.0), (2.0, 3.8), (3.6, 2.4)):  # pleomorphic nuclei
-            stain += _nuclei(shape, 0.002 / scale**2, masks["tumor"], (sig[0] * scale, sig[1] * scale), rng)
+            nuclear += _nuclei(shape, 0.002 / scale**2, masks["tumor"], (sig[0] * scale, sig[1] * scale), rng)
     if "inflammation" in masks:
-        stain += 1.3 * _nuclei(shape, 0.03 / scale**2, masks["inflammation"], (1.3 * scale, 1.3 * scale), rng)
+        nuclear += 1.3 * _nuclei(
+            shape, 0.03 / scale**2, masks["inflammation"], (1.3 * scale, 1.3 * scale), rng
+        )
     if "necrosis" in masks:
-        stain += 0.7 * _nuclei(shape, 0.01 / scale**2, masks["necrosis"], (0.6 * scale, 0.6 * scale), rng)
+        nuclear += 0.7 * _nuclei(shape, 0.01 / scale**2, masks["necrosis"], (0.6 * scale, 0.6 * scale), rng)
     centers: list[tuple[int, int]] = []
     if "mitosis" in ids:
         where = masks.get("tumor", normal & ~lumen)
@@ -165,8 +174,8 @@ def render_patch(
                 fig[y, x] += 1.0
         fig = ndimage.gaussian_filter(fig, 1.0 * scale) * (2 * np.pi * scale * scale) * 1.5
         masks["mitosis"] = fig > 0.5
-        stain += 1.6 * fig
-    stain = np.clip(stain, 0.0, 1.0)
+        nuclear += 1.6 * fig
+    nuclear = np.clip(nuclear, 0.0, 1.0)
     base = np.empty((*shape, 3), dtype=np.float32)
     base[:] = _STROMA
     base[lumen] = _LUMEN
@@ -174,11 +183,16 @@ def render_patch(
         base[masks["necrosis"]] = _NECROSIS
     texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.5 * scale)
     base += 10.0 * texture[..., None]
-    rgb = base * (1.0 - stain[..., None]) + _NUCLEUS * stain[..., None]
-    rgb *= rng.uniform(0.93, 1.07, size=3).astype(np.float32)  # stain variation between labs
+    rgb = base * (1.0 - nuclear[..., None]) + _NUCLEUS * nuclear[..., None]
+    factors = tuple(float(v) for v in rng.uniform(0.93, 1.07, size=3)) if stain is None else stain
+    rgb *= np.asarray(factors, dtype=np.float32)  # stain variation between labs
     rgb += rng.normal(0, 3.0, rgb.shape).astype(np.float32)
     return PatchRender(
-        rgb=np.clip(rgb, 0, 255).astype(np.uint8), masks=masks, nuclear_density=stain, mitosis_centers=centers
+        rgb=np.clip(rgb, 0, 255).astype(np.uint8),
+        masks=masks,
+        nuclear_density=nuclear,
+        mitosis_centers=centers,
+        stain=(factors[0], factors[1], factors[2]),
     )
 
 
@@ -196,7 +210,7 @@ def slide_image(patch: PatchRender, rng: np.random.Generator, factor: int = 4) -
     size = patch.rgb.shape[0]
     side = size * factor
     # normal tissue at the patch's magnification
-    tissue = render_patch((), side, rng, scale=size / 256.0).rgb.astype(np.float32)
+    tissue = render_patch((), side, rng, scale=size / 256.0, stain=patch.stain).rgb.astype(np.float32)
     yy, xx = np.ogrid[:side, :side]
     outline = ((yy - side / 2) / (side * 0.46)) ** 2 + ((xx - side / 2) / (side * 0.42)) ** 2 <= 1.0
     img = np.where(outline[..., None], tissue, _GLASS)
