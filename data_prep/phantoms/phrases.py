@@ -87,31 +87,40 @@ def location(f: Finding) -> str:
     return ""
 
 
+def article(phrase: str) -> str:
+    """``phrase`` with "a" or "an" in front ("an 18 mm nodule", "a left pneumothorax")."""
+    first = phrase.split()[0].lower()
+    vowel = first[0] in "aeio" or (first.startswith(("8", "11", "18")) and not first.startswith("180"))
+    return ("an " if vowel else "a ") + phrase
+
+
 def describe(f: Finding, rng: np.random.Generator | None = None) -> str:
-    """A noun phrase for one finding with its attributes.
+    """A noun phrase for one finding with its attributes, with an article where English needs one.
 
     Args:
         f: the finding.
         rng: when given, picks among equivalent phrasings.
 
     Returns:
-        e.g. ``"large left pleural effusion"``, ``"12 mm nodule in the right upper zone"``.
+        e.g. ``"a large left pleural effusion"``, ``"a 12 mm nodule in the right upper zone"``.
     """
     at = f.attributes
     pick = (lambda opts: opts[int(rng.integers(len(opts)))]) if rng is not None else (lambda opts: opts[0])
     if f.id == "pleural_effusion":
-        lat = "bilateral" if at["laterality"] == "bilateral" else str(at["laterality"])
-        noun = "pleural effusions" if lat == "bilateral" else "pleural effusion"
-        return f"{at['severity']} {lat} {noun}"
+        if at["laterality"] == "bilateral":
+            return f"{at['severity']} bilateral pleural effusions"
+        return article(f"{at['severity']} {at['laterality']} pleural effusion")
     if f.id == "pneumothorax":
-        return pick([f"{at['laterality']} pneumothorax", f"{at['laterality']}-sided pneumothorax"])
+        return article(pick([f"{at['laterality']} pneumothorax", f"{at['laterality']}-sided pneumothorax"]))
     if f.id in ("lung_nodule", "lung_mass"):
         noun = "nodule" if f.id == "lung_nodule" else "mass"
-        return pick(
-            [
-                f"{at['size_mm']} mm {noun} in the {location(f)}",
-                f"{at['size_mm']} mm {at['laterality']} {at['zone']} zone {noun}",
-            ]
+        return article(
+            pick(
+                [
+                    f"{at['size_mm']} mm {noun} in the {location(f)}",
+                    f"{at['size_mm']} mm {at['laterality']} {at['zone']} zone {noun}",
+                ]
+            )
         )
     if f.id == "consolidation":
         return pick([f"consolidation in the {location(f)}", f"{location(f)} consolidation"])
@@ -123,11 +132,13 @@ def describe(f: Finding, rng: np.random.Generator | None = None) -> str:
             ]
         )
     if f.id == "central_venous_catheter":
-        return pick(
-            [
-                f"{at['laterality']}-sided central venous catheter",
-                f"{at['laterality']} subclavian central line with its tip in the SVC",
-            ]
+        return article(
+            pick(
+                [
+                    f"{at['laterality']}-sided central venous catheter",
+                    f"{at['laterality']} subclavian central line with its tip in the SVC",
+                ]
+            )
         )
     if f.id == "pulmonary_edema":
         return pick(
@@ -137,6 +148,8 @@ def describe(f: Finding, rng: np.random.Generator | None = None) -> str:
         return pick(["cardiomegaly", "an enlarged cardiac silhouette"])
     if f.id == "endotracheal_tube":
         return pick(["an endotracheal tube", "an endotracheal tube with its tip above the carina"])
+    if f.id == "cerebral_infarct":
+        return article(f"{at['laterality']} cerebral infarct")
     if "laterality" in at:
         return f"{at['laterality']} {NAMES[f.id]}"
     return NAMES[f.id]

@@ -46,7 +46,7 @@ _NORMAL = {
     "slide": "Is this tissue normal?",
 }
 _CAPTIONS_ABN = (
-    "{mod} showing {f}.",
+    "{Mod} showing {f}.",
     "{Mod} with {f}.",
     "Findings on this {mod}: {f}.",
     "This {mod} demonstrates {f}.",
