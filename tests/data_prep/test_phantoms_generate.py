@@ -155,3 +155,20 @@ def test_parallel_rendering_gives_identical_output(tmp_path: Path) -> None:
 @pytest.mark.parametrize("seed", range(6))
 def test_small_datasets_have_every_split(seed: int) -> None:
     assert {s.split for s in iter_samples(20, seed=seed, size=16)} == {"train", "val", "test"}
+
+
+def test_closed_answers_are_canonical_and_reports_are_written(tmp_path: Path) -> None:
+    generate(tmp_path, 30, seed=2, kinds=("cxr", "ct", "slide"), size=32, dicom=False)
+    allowed = {"yes", "no", "A", "B", "C", "D", "left", "right", "small", "large", "upper", "middle", "lower"}
+    allowed |= {f"{s} {p} lobe" for s in ("left", "right") for p in ("upper", "middle", "lower")}
+    kinds_with_reports: set[str] = set()
+    for split in ("train", "val", "test"):
+        for line in (tmp_path / split / "vqa.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec["question_type"] == "closed":
+                assert rec["answer"] in allowed, rec
+        for line in (tmp_path / split / "report_errors.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            kinds_with_reports.add(rec["modality"])
+            assert rec["conversations"][1]["value"] == ("yes" if rec["has_error"] else "no")
+    assert kinds_with_reports == {"cxr", "ct"}
