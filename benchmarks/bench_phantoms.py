@@ -5,6 +5,12 @@ Usage::
     .venv/bin/python benchmarks/bench_phantoms.py --kinds cxr,ct,slide --n 200 --size 512 --workers 2
     .venv/bin/python benchmarks/bench_phantoms.py --kinds cxr --n 500 --size 512 --workers 2 --no-dicom
 
+With ``--blind DIR`` it instead prints the blind baseline of an existing dataset: the accuracy of
+answering every closed question of the test split with the majority answer of its template (and
+of its template and finding), which a model that ignores the image cannot beat::
+
+    .venv/bin/python benchmarks/bench_phantoms.py --blind /tmp/phantoms
+
 Each kind is timed on its own with :func:`data_prep.phantoms.generate.generate` writing a full
 dataset (PNG views, JSONL, manifest and, unless ``--no-dicom``, DICOM files or slides) into a
 temporary folder. Prints wall-clock and CPU seconds, studies per second and the extrapolated time
@@ -51,6 +57,37 @@ def bench(kind: str, n: int, size: int, workers: int, dicom: bool, seed: int) ->
     return {"wall_s": wall, "cpu_s": cpu, "per_s": n / wall}
 
 
+def blind_baseline(data_dir: Path, split: str = "test") -> dict[str, float]:
+    """Majority-answer accuracy on the closed questions of one split.
+
+    Args:
+        data_dir: a folder written by ``medvlm phantoms``.
+        split: which split to read.
+
+    Returns:
+        ``{"n", "by_template", "by_template_and_finding"}`` plus ``"<template>"`` majority rates.
+    """
+    import json
+    from collections import Counter, defaultdict
+
+    by_t: dict[str, Counter[str]] = defaultdict(Counter)
+    by_tf: dict[str, Counter[str]] = defaultdict(Counter)
+    n = 0
+    for line in (data_dir / split / "vqa.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["question_type"] != "closed":
+            continue
+        n += 1
+        by_t[rec["template"]][rec["answer"]] += 1
+        by_tf[f"{rec['template']}:{rec['finding']}"][rec["answer"]] += 1
+    out: dict[str, float] = {"n": float(n)}
+    for name, groups in (("by_template", by_t), ("by_template_and_finding", by_tf)):
+        out[name] = sum(c.most_common(1)[0][1] for c in groups.values()) / max(n, 1)
+    for t, c in sorted(by_t.items()):
+        out[t] = c.most_common(1)[0][1] / sum(c.values())
+    return out
+
+
 def main() -> None:
     """Parse arguments, run the benchmark per kind and print a Markdown table."""
     parser = argparse.ArgumentParser(
@@ -62,7 +99,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-dicom", action="store_true")
+    parser.add_argument("--blind", type=Path, default=None, help="print the blind baseline of this dataset")
     args = parser.parse_args()
+    if args.blind is not None:
+        for key, value in blind_baseline(args.blind).items():
+            print(f"{key}: {value:.3f}" if key != "n" else f"{key}: {int(value)}")
+        return
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(
         "| kind | n | size | workers | files | wall s | CPU s | studies/s | 10,000 studies (extrapolated) |"
