@@ -96,9 +96,17 @@ def write_cxr_dicom(path: Path, spec: StudySpec, pixels: np.ndarray, *, seed: in
     ds.PatientOrientation = ["L", "F"]
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
-    if modality == "DX":
+    ds.PatientBirthDate = ""  # type 2: present, empty
+    ds.ReferringPhysicianName = ""
+    ds.BurnedInAnnotation = "NO"
+    if modality == "DX":  # DX Image module: presentation intent, identity rescale, presentation LUT
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.ImageLaterality = "U"
+        ds.RescaleIntercept = "0"
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "US"
+        ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
     size = pixels.shape[0]
     spacing = 450.0 / size
     ds.PixelSpacing = [f"{spacing:.4f}", f"{spacing:.4f}"]
@@ -159,6 +167,9 @@ def write_ct_series(folder: Path, spec: StudySpec, ct: CtRender, *, seed: int) -
         ds.PatientName = f"PHANTOM^{spec.patient_id}"
         ds.PatientID = spec.patient_id
         ds.PatientSex = "O"
+        ds.PatientBirthDate = ""
+        ds.ReferringPhysicianName = ""
+        ds.BurnedInAnnotation = "NO"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
         ds.StudyID = "PH" + spec.study_id[-6:]
         ds.AccessionNumber = spec.study_id

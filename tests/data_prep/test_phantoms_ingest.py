@@ -77,3 +77,20 @@ def test_medvlm_ingest_cli_reports_every_study_ok(
     assert main(["ingest", "--json", str(dataset / "dicom")]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert len(lines) == 8 and all(rec["status"] == "ok" for rec in lines)
+
+
+def test_ingested_radiographs_show_what_was_rendered(dataset: Path) -> None:
+    """MONOCHROME1 and MONOCHROME2 files both come back with the rendered polarity (lungs dark)."""
+    from data_prep.pseudonym import PseudonymKey
+
+    samples = {s.spec.study_id: s for s in iter_samples(8, seed=5, kinds=("cxr", "ct"), size=64)}
+    seen = set()
+    key = PseudonymKey(b"phantom-test-key-0123456789abcdef", "test")
+    for path in sorted((dataset / "dicom").glob("cxr-*.dcm")):
+        seen.add(str(pydicom.dcmread(path, stop_before_pixels=True).PhotometricInterpretation))
+        view = ingest.load_views(path, key=key)[0]
+        expected = samples[path.stem].pixels
+        assert view.pixels.shape == expected.shape
+        corr = np.corrcoef(view.pixels.astype(np.float64).ravel(), expected.ravel())[0, 1]
+        assert corr > 0.9, (path.name, corr)
+    assert seen == {"MONOCHROME1", "MONOCHROME2"}
