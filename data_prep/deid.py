@@ -54,6 +54,7 @@ _DUMMY = {
 _STRING_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 )
+_NUMERIC_VRS = frozenset({"DA", "DS", "DT", "IS", "TM"})
 _COMPOUND: dict[str, Action] = {"Z/D": "D", "X/D": "D", "X/Z/D": "D", "X/Z": "Z", "X/Z/U*": "U", "X/Z/U": "U"}
 _BIRTH_KEYWORDS = frozenset({"PatientBirthDate", "PatientBirthTime"})
 _IDENTIFYING_KEYWORDS = (
@@ -340,8 +341,17 @@ def _verify(ds: Any, forbidden: set[str]) -> None:
             raise DeidError("a person name survived de-identification")
         if elem.VR in _STRING_VRS and elem.value not in (None, "") and elem.keyword not in _DEVICE_KEYWORDS:
             texts = [str(v) for v in elem.value] if elem.VM > 1 else [str(elem.value)]
+            # Numeric, date and time values only hold an identifier if they equal it: a numeric
+            # StudyID such as "000000" inside a time "000000.000" is not a leak.
+            # The profile's own dummy values are not originals, whatever they happen to equal.
+            exact_only = elem.VR in _NUMERIC_VRS
+            dummy = _DUMMY.get(elem.VR)
             for text in texts:
-                if any(f == text.strip() or (len(f) >= 6 and f in text) for f in forbidden):
+                if dummy is not None and text == dummy:
+                    continue
+                if any(
+                    f == text.strip() or (not exact_only and len(f) >= 6 and f in text) for f in forbidden
+                ):
                     raise DeidError(
                         f"an original identifying value survived in {elem.keyword or 'an element'}"
                     )

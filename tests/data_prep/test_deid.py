@@ -192,3 +192,16 @@ def test_cli_deid_zip_of_a_series_keeps_the_study_together(
         for d, ds in zip(lines, outputs, strict=True)
     )
     assert len({Path(d["output"]).parent for d in lines}) == 1
+
+
+def test_numeric_identifier_inside_a_dummy_time_is_not_a_leak(key: PseudonymKey) -> None:
+    # A six-digit numeric StudyID equals the digits of the profile's dummy times ("000000.00");
+    # only an exact match counts for date/time/number values, so such a study is not refused.
+    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    ds.StudyID = "000000"
+    result = deidentify_dataset(ds, key=key)
+    assert all(str(e.value) != "000000" for e in result.dataset.iterall() if e.keyword == "StudyID")
+    # an element the profile keeps that still holds the identifier is refused
+    ds.ConvolutionKernel = "K000000"
+    with pytest.raises(DeidError, match="survived"):
+        deidentify_dataset(ds, key=key)
