@@ -49,6 +49,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--workers", type=_positive, default=1, help="rendering processes (default 1; same output)"
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a folder that already holds a dataset, overwriting files of the same names",
+    )
     p.set_defaults(func=_run_generate)
 
     r = sub.add_parser(
@@ -73,7 +78,7 @@ def register(sub: Any) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from data_prep.phantoms.generate import PhantomError, generate
+    from data_prep.phantoms.generate import OutputPathError, PhantomError, generate
 
     if args.size < 16:
         logger.error("--size must be at least 16")
@@ -87,9 +92,13 @@ def _run_generate(args: argparse.Namespace) -> int:
             args.size,
             dicom=not args.no_dicom,
             workers=max(args.workers, 1),
+            overwrite=args.force,
         )
+    except OutputPathError as e:
+        logger.error("phantoms: %s.", e)
+        return 2
     except PhantomError as e:
-        logger.error("phantoms: %s", e)
+        logger.error("phantoms: %s.", e)
         return 1
     counts = {s: len(ids) for s, ids in manifest.splits.items()}
     print(
@@ -101,6 +110,9 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _run_iu_errors(args: argparse.Namespace) -> int:
     from data_prep.phantoms.iu_reports import IuReportsError, write_iu_errors
 
+    if args.out.exists() and not args.out.is_dir():
+        logger.error("reports iu-errors: the output path %s is a file, not a folder.", args.out)
+        return 2
     try:
         manifest = write_iu_errors(args.out, seed=args.seed, limit=args.limit)
     except IuReportsError as e:

@@ -41,7 +41,16 @@ from data_prep.phantoms.studies import (
     run_job,
 )
 
-__all__ = ["GENERATOR_VERSION", "Manifest", "PhantomError", "Sample", "generate", "iter_samples"]
+__all__ = [
+    "GENERATOR_VERSION",
+    "Manifest",
+    "OutputPathError",
+    "PhantomError",
+    "Sample",
+    "generate",
+    "iter_samples",
+    "prepare_out_dir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +63,10 @@ FILES = ("captions", "vqa", "probes", "reports", "report_errors")
 
 class PhantomError(RuntimeError):
     """Generation failed."""
+
+
+class OutputPathError(PhantomError):
+    """The output folder cannot be used: it is a file, cannot be created, or holds a dataset."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +258,46 @@ def _records(sample: Sample, image: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _dataset_entries(out_dir: Path) -> list[str]:
+    """Names under ``out_dir`` that :func:`generate` would overwrite and that already hold data."""
+    found = []
+    for name in ("manifest.json", "images", "dicom", *SPLITS):
+        path = out_dir / name
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            found.append(name)
+    return found
+
+
+def prepare_out_dir(out_dir: Path, dicom: bool, overwrite: bool) -> None:
+    """Check the output folder and create it with its ``images/`` (and ``dicom/``) folders.
+
+    Args:
+        out_dir: output folder; created with its parents when missing.
+        dicom: also create ``dicom/``.
+        overwrite: allow a folder that already holds a dataset (its files of the same names are
+            overwritten; other files are left alone).
+
+    Raises:
+        OutputPathError: if ``out_dir`` is a file, cannot be created, or already holds a
+            ``manifest.json``, images, DICOM files or split folders and ``overwrite`` is False.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputPathError(f"the output path {out_dir} is a file, not a folder")
+    if out_dir.is_dir() and not overwrite:
+        found = _dataset_entries(out_dir)
+        if found:
+            raise OutputPathError(
+                f"the output folder {out_dir} already holds a dataset ({', '.join(found)});"
+                " choose an empty folder or pass --force to overwrite it"
+            )
+    try:
+        (out_dir / "images").mkdir(parents=True, exist_ok=True)
+        if dicom:
+            (out_dir / "dicom").mkdir(exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"cannot create the output folder {out_dir}: {e.strerror or e}") from e
+
+
 def generate(
     out_dir: Path,
     n: int,
@@ -253,28 +306,31 @@ def generate(
     size: int = 128,
     dicom: bool = True,
     workers: int = 1,
+    overwrite: bool = True,
 ) -> Manifest:
     """Write a synthetic dataset to ``out_dir``.
 
     Args:
-        out_dir: output folder (created; existing files with the same names are overwritten).
+        out_dir: output folder (created with its parents when missing).
         n: number of studies.
         seed: master seed.
         kinds: study kinds.
         size: image side length in pixels for ``images/``.
         dicom: also write a DICOM file (radiograph), series folder (CT) or ``.svs`` (slide) per study.
         workers: rendering processes (the output does not depend on it).
+        overwrite: when False, refuse a folder that already holds a dataset (the command line
+            passes ``--force``); when True, files with the same names are overwritten.
 
     Returns:
         The manifest, also written to ``out_dir/manifest.json``.
 
     Raises:
+        OutputPathError: if ``out_dir`` is a file, cannot be created, or holds a dataset and
+            ``overwrite`` is False.
         PhantomError: on bad arguments or a failed render or write.
     """
     out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    if dicom:
-        (out_dir / "dicom").mkdir(exist_ok=True)
+    prepare_out_dir(out_dir, dicom, overwrite)
     handles = {}
     splits: dict[str, list[str]] = {s: [] for s in SPLITS}
     patients: dict[str, set[str]] = {s: set() for s in SPLITS}
@@ -306,7 +362,7 @@ def generate(
                 if qa.question_type == "closed":
                     answers[s].setdefault(qa.template, Counter())[qa.answer] += 1
     except OSError as e:
-        raise PhantomError(f"writing dataset to {out_dir}: {e}") from e
+        raise PhantomError(f"writing the dataset to {out_dir}: {e.strerror or e}") from e
     finally:
         for h in handles.values():
             h.close()
@@ -325,6 +381,9 @@ def generate(
         },
         files={s: [f"{s}/{name}.jsonl" for name in FILES] for s in SPLITS},
     )
-    (out_dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+    try:
+        (out_dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+    except OSError as e:
+        raise PhantomError(f"writing the manifest to {out_dir}: {e.strerror or e}") from e
     logger.info("wrote %d studies to %s", n, out_dir)
     return manifest

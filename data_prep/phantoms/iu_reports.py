@@ -202,8 +202,11 @@ def write_iu_errors(
         "error_counts": {s: dict(sorted(c.items())) for s, c in counts.items()},
         "files": {s: f"{s}/iu_report_errors.jsonl" for s, _ in _SPLITS},
     }
-    (out_dir / "iu_manifest.json").write_text(
-        json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-    )
+    try:
+        (out_dir / "iu_manifest.json").write_text(
+            json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+    except OSError as e:
+        raise IuReportsError(f"writing the IU manifest to {out_dir}: {e}") from e
     logger.info("wrote %d IU report-error records", n)
     return manifest
