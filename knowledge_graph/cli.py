@@ -1,7 +1,8 @@
 """Subcommands owned by ``knowledge_graph``: ``medvlm kg validate|stats|build|query|eval|import``.
 
 Cheap to import: the graph, torch and faiss are imported inside the handlers.
-Exit codes: 0 success, 1 a failed input or check, 2 a usage error (argparse).
+Exit codes: 0 success, 1 a failed input or check, 2 a usage error. Results go to stdout; every
+error goes to stderr as one sentence.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -68,8 +70,14 @@ def register(sub: Any) -> None:
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
+    parser.print_help(sys.stderr)
     return 2
+
+
+def _fail(message: object, code: int = 1) -> int:
+    """Write one error line to stderr and return ``code``."""
+    print(f"kg: {message}", file=sys.stderr)
+    return code
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -86,13 +94,12 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         raw = read_raw(_data_dir(args))
     except KgError as e:
-        print(e)
-        return 1
+        return _fail(e)
     problems = validate_raw(raw)
     for p in problems:
-        print(p)
+        print(p, file=sys.stderr)
     if problems:
-        return 1
+        return _fail(f"{len(problems)} problem(s) in {_data_dir(args)}")
     print(f"ok: {len(raw.nodes)} nodes, {len(raw.edges)} edges in {len(raw.files)} files")
     return 0
 
@@ -104,8 +111,7 @@ def _stats(args: argparse.Namespace) -> int:
     try:
         stats = load_graph(_data_dir(args)).stats()
     except KgError as e:
-        print(e)
-        return 1
+        return _fail(e)
     if args.json:
         print(json.dumps(stats))
         return 0
@@ -129,8 +135,7 @@ def _build(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         index = ensure_index(graph, MiniLMEmbedder(), out, rebuild=args.rebuild)
     except KgError as e:
-        print(e)
-        return 1
+        return _fail(e)
     print(f"index of {len(index.node_ids)} nodes in {out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -149,13 +154,13 @@ def _query(args: argparse.Namespace) -> int:
     from knowledge_graph.schema import KgError
 
     if args.k < 1:
-        print("--k must be at least 1")
-        return 2
+        return _fail("--k must be at least 1", 2)
+    if not args.text.strip():
+        return _fail("the query text is empty", 2)
     try:
         retrieval = _load_retriever(args.cache, args.dense).retrieve(args.text, k=args.k)
     except KgError as e:
-        print(e)
-        return 1
+        return _fail(e)
     if args.json:
         print(json.dumps(retrieval.to_dict()))
         return 0
@@ -174,12 +179,14 @@ def _eval(args: argparse.Namespace) -> int:
     from knowledge_graph.evaluation import DEFAULT_QUERIES, evaluate, load_queries
     from knowledge_graph.schema import KgError
 
+    if args.k < 1:
+        return _fail("--k must be at least 1", 2)
     try:
+        queries = load_queries(args.queries or DEFAULT_QUERIES)
         retriever = _load_retriever(args.cache, args.dense)
-        report = evaluate(retriever, load_queries(args.queries or DEFAULT_QUERIES), k=args.k)
+        report = evaluate(retriever, queries, k=args.k)
     except KgError as e:
-        print(e)
-        return 1
+        return _fail(e)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
@@ -192,7 +199,12 @@ def _eval(args: argparse.Namespace) -> int:
         for f in report.failures:
             print(f"  miss: {f['q']!r} gold={f['gold']} got={f['results']}")
     ok = report.recall >= 0.95 and report.negation_accuracy >= 0.95
-    return 1 if args.check and not ok else 0
+    if args.check and not ok:
+        return _fail(
+            f"below the targets: recall@{report.k} {report.recall:.3f}, negation accuracy"
+            f" {report.negation_accuracy:.3f} (both must be at least 0.95)"
+        )
+    return 0
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -212,8 +224,7 @@ def _import(args: argparse.Namespace) -> int:
         header = f"Imported from {result.doc['provenance']['source']} {result.doc['provenance']['version']}."
         write_import(result, out, header)
     except KgError as e:
-        print(e)
-        return 1
+        return _fail(e)
     for note in result.notes:
         print(note)
     seconds = time.perf_counter() - t0

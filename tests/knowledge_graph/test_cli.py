@@ -35,8 +35,46 @@ def test_query_text_output(minilm_cache: Path, capsys: pytest.CaptureFixture[str
     assert "intracranial_hemorrhage (intracranial hemorrhage) [negated]" in out
 
 
-def test_query_bad_k_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def no_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any attempt to load MiniLM fail the test."""
+    import knowledge_graph.index
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the embedder was loaded")
+
+    monkeypatch.setattr(knowledge_graph.index.MiniLMEmbedder, "__init__", refuse)
+
+
+def test_query_bad_k_is_usage_error(no_embedder: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["kg", "query", "x", "--k", "0"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--k must be at least 1" in captured.err
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_empty_query_is_usage_error_without_loading_the_embedder(
+    text: str, no_embedder: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["kg", "query", text]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == "kg: the query text is empty"
+
+
+def test_errors_go_to_stderr(tmp_path: Path, no_embedder: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kg", "eval", "--queries", str(tmp_path / "missing.yaml")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "reading queries" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert main(["kg", "eval", "--k", "0"]) == 2
+    assert capsys.readouterr().out == ""
+    (tmp_path / "g.yaml").write_text("nodes: [", encoding="utf-8")
+    assert main(["kg", "stats", "--data", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("kg: ")
+    assert main(["kg"]) == 2
+    assert capsys.readouterr().out == ""
 
 
 def test_build_writes_index(tmp_path: Path, minilm_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -60,7 +98,9 @@ def test_eval_check_fails_on_impossible_queries(
     args = ["kg", "eval", "--check", "--k", "1", "--queries", str(queries), "--cache", str(minilm_cache)]
     code = main(args)
     assert code == 1
-    assert "recall@1 0.000" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "recall@1 0.000" in captured.out
+    assert "below the targets" in captured.err
 
 
 def test_import_radlabels_to_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

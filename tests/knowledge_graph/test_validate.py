@@ -80,7 +80,9 @@ def test_load_graph_refuses_invalid(tmp_path: Path) -> None:
 def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write(tmp_path, GOOD.replace("definition: Organ of gas exchange.", "definition: ''"))
     assert main(["kg", "validate", "--data", str(tmp_path)]) == 1
-    assert "has no definition" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "has no definition" in captured.err  # problems are errors: stderr (review item 7)
+    assert captured.out == ""
     assert main(["kg", "validate"]) == 0
     assert capsys.readouterr().out.startswith("ok:")
 
