@@ -51,6 +51,7 @@ _DUMMY = {
     "DS": "0",
     "CS": "ANONYMIZED",
 }
+_FILLER = "ANONYMIZED"  # the dummy for string VRs without their own entry in _DUMMY (LO, SH, ...)
 _STRING_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 )
@@ -227,7 +228,7 @@ class _Deidentifier:
         elif elem.VR in _DUMMY:
             elem.value = _DUMMY[elem.VR]
         elif elem.VR in _STRING_VRS:
-            elem.value = "ANONYMIZED"
+            elem.value = _FILLER
         else:
             elem.value = None
 
@@ -344,10 +345,12 @@ def _verify(ds: Any, forbidden: set[str]) -> None:
             # Numeric, date and time values only hold an identifier if they equal it: a numeric
             # StudyID such as "000000" inside a time "000000.000" is not a leak.
             # The profile's own dummy values are not originals, whatever they happen to equal.
+            # The profile's own replacement values (ANONYMIZED for every string VR, the dummies)
+            # are not originals, whatever they happen to equal: this keeps a re-run idempotent.
             exact_only = elem.VR in _NUMERIC_VRS
-            dummy = _DUMMY.get(elem.VR)
+            own = {_DUMMY.get(elem.VR, _FILLER), _FILLER}
             for text in texts:
-                if dummy is not None and text == dummy:
+                if text.strip() in own:
                     continue
                 if any(
                     f == text.strip() or (not exact_only and len(f) >= 6 and f in text) for f in forbidden
@@ -489,13 +492,24 @@ class DeidReport:
         return out
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def _inputs(
-    path: Path, limits: IngestLimits
+    path: Path, limits: IngestLimits, out: Path
 ) -> Iterator[tuple[str, Path | bytes | None, IngestError | None]]:
     from data_prep.archive import folder_files, iter_zip
 
     if path.is_dir():
+        skip_out = _inside(out, path)  # OUT inside IN: never read back what this or an earlier run wrote
         for p in folder_files(path):
+            if skip_out and _inside(p, out):
+                continue
             if p.is_symlink():
                 yield str(p), None, IngestError(f"{p.name} is a symbolic link and was skipped")
             elif p.is_file() and not p.name.startswith("."):
@@ -520,7 +534,9 @@ def deidentify_path(
     """De-identify a file, folder or zip of DICOM into ``out``, one report per input file.
 
     Output files are named ``<study pseudonym>/<new SOPInstanceUID>.dcm``; original file names
-    are not reused (they can hold names). A file that fails is reported and not written.
+    are not reused (they can hold names). A file that fails is reported and not written. When
+    ``out`` lies inside a folder ``path``, files under ``out`` are not read. Re-running on earlier
+    output is safe: the profile's own replacement values do not count as surviving identifiers.
 
     Args:
         path: a DICOM file, a folder, or a .zip archive.
@@ -534,7 +550,7 @@ def deidentify_path(
     """
     limits = limits or IngestLimits()
     try:
-        for source, src, err in _inputs(path, limits):
+        for source, src, err in _inputs(path, limits, out):
             if err is not None or src is None:
                 yield DeidReport(source, "error", error=one_sentence(err or IngestError("unreadable input")))
                 continue

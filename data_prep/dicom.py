@@ -27,6 +27,7 @@ import numpy as np
 
 from data_prep.codec_sniff import check_compressed_frames
 from data_prep.errors import (
+    CorruptFileError,
     EmptyInputError,
     FrameRangeError,
     IngestError,
@@ -132,20 +133,80 @@ def read_dataset(source: Path | bytes, *, name: str, limits: IngestLimits) -> An
             data = Path(source).read_bytes()  # type: ignore[arg-type]
         except OSError as e:
             raise IngestError(f"cannot read {name}: {e.strerror or type(e).__name__}") from e
+    eof_notes: list[str] = []
     try:
-        return pydicom.dcmread(io.BytesIO(data), force=False)
+        with _eof_warnings(eof_notes):
+            ds = pydicom.dcmread(io.BytesIO(data), force=False)
     except InvalidDicomError:
-        pass  # no preamble/prefix: try a forced parse below, accepted only if it looks like DICOM
+        ds = None  # no preamble/prefix: try a forced parse below, accepted only if it looks like DICOM
     except Exception as e:
         raise NotDicomError(f"{name} could not be parsed as DICOM ({_short(e)})") from e
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-        plausible = any(k in ds for k in ("SOPClassUID", "PixelData", "Rows", "StudyInstanceUID"))
-    except Exception as e:
-        raise NotDicomError(f"{name} is not a DICOM file") from e
-    if not plausible:
-        raise NotDicomError(f"{name} is not a DICOM file")
+    if ds is None:
+        try:
+            with _eof_warnings(eof_notes):
+                ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            plausible = any(k in ds for k in ("SOPClassUID", "PixelData", "Rows", "StudyInstanceUID"))
+        except Exception as e:
+            raise NotDicomError(f"{name} is not a DICOM file") from e
+        if not plausible:
+            raise NotDicomError(f"{name} is not a DICOM file")
+    if eof_notes or _ends_early(ds, len(data)):
+        raise CorruptFileError(
+            f"{name} is truncated or corrupt: the file ends before the data its elements declare"
+        )
     return ds
+
+
+_EOF_MARKERS = ("End of file", "EOF", "ended unexpectedly")
+
+
+@contextmanager
+def _eof_warnings(sink: list[str]) -> Iterator[None]:
+    """Record pydicom's end-of-file warnings in ``sink``; re-issue every other warning unchanged.
+
+    pydicom stops quietly (with a warning, not an error) when a file ends inside an undefined-length
+    element; callers' :func:`captured_warnings` still see the other warnings.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = str(w.message)
+        if any(m in text for m in _EOF_MARKERS):
+            sink.append(text)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _ends_early(ds: Any, size: int) -> bool:
+    """Whether pydicom stopped reading before the end of the file's declared elements.
+
+    Two signs, both on the top-level raw elements (read with no deferral, so every value is in
+    memory): a value shorter than its declared length (the file ends inside it), or bytes left
+    after the last complete element that do not make a whole element header (the file ends inside
+    a header, which pydicom skips silently). Deflated data sets are checked on the first sign only,
+    because their offsets are in the inflated stream.
+    """
+    last = None
+    for elem in ds.elements():
+        value = getattr(elem, "value", None)
+        length = getattr(elem, "length", None)
+        if not hasattr(elem, "value_tell") or length is None:
+            continue
+        if isinstance(value, bytes) and length != 0xFFFFFFFF and len(value) < length:
+            return True
+        last = elem
+    meta = getattr(ds, "file_meta", None)
+    deflated = str(getattr(meta, "TransferSyntaxUID", "") or "") == "1.2.840.10008.1.2.1.99"
+    if last is None or deflated:
+        return False
+    if last.length != 0xFFFFFFFF:
+        end = int(last.value_tell) + int(last.length)
+    elif isinstance(last.value, bytes):
+        end = int(last.value_tell) + len(last.value) + 8  # plus the sequence delimitation item
+    else:
+        return False
+    return 0 < size - end < 8
 
 
 def _int_attr(ds: Any, keyword: str, name: str, default: int | None = None) -> int:
@@ -225,7 +286,7 @@ def decode_frame(ds: Any, *, name: str, limits: IngestLimits, frame: int | None 
     from pydicom.pixels import pixel_array
 
     if not any(k in ds for k in _PIXEL_KEYWORDS):
-        raise MissingAttributeError(f"{name} has no pixel data")
+        raise MissingAttributeError(f"{name} has no pixel data")  # truncation is caught by read_dataset
     meta = getattr(ds, "file_meta", None)
     tsyntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     if tsyntax is None:

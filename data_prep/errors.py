@@ -28,6 +28,10 @@ class MissingAttributeError(IngestError):
     """A DICOM attribute needed to decode the image is missing or invalid."""
 
 
+class CorruptFileError(IngestError):
+    """The file ends inside a data element or its element structure is broken (truncated or corrupt)."""
+
+
 class PixelDataError(IngestError):
     """Pixel data is truncated, inconsistent with Rows/Columns, or fails to decompress."""
 

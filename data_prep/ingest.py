@@ -21,9 +21,22 @@ import numpy as np
 
 from data_prep.archive import folder_files, iter_zip
 from data_prep.dicom import captured_warnings, dicom_view, read_dataset
-from data_prep.errors import IngestError, MissingAttributeError, PseudonymKeyError, one_sentence
+from data_prep.errors import (
+    CorruptFileError,
+    EmptyInputError,
+    IngestError,
+    LimitExceededError,
+    MissingAttributeError,
+    NotDicomError,
+    PixelDataError,
+    SeriesError,
+    SlideError,
+    UnsafeArchiveError,
+    UnsupportedFormatError,
+    one_sentence,
+)
 from data_prep.images import IMAGE_SUFFIXES, image_view
-from data_prep.pseudonym import PseudonymKey, load_key
+from data_prep.pseudonym import PseudonymKey
 from data_prep.series import assemble_volume, multi_window_view, series_views
 from data_prep.slides import SLIDE_SUFFIXES, is_dicom_wsi, open_slide, slide_views
 from data_prep.types import ImageView, IngestLimits, IngestReport
@@ -35,13 +48,20 @@ SKIP_NAMES = frozenset({"DICOMDIR", ".DS_Store", "Thumbs.db"})
 
 @dataclass(frozen=True)
 class IngestOptions:
-    """How to ingest: output folder for PNGs, window preset, frame, limits and key."""
+    """How to ingest: output folder for PNGs, window preset, frame, limits and key.
+
+    ``key`` is passed in by the entry point (see :func:`data_prep.pseudonym.resolve_key`); without
+    one, reports carry no study id. ``hide_source`` replaces each report's ``source`` with
+    ``input-N#M`` (the N-th path given, its M-th line) and removes the input's names from the
+    ``error`` and ``warnings`` sentences.
+    """
 
     out: Path | None = None
     preset: str | None = None
     frame: int | None = None
     limits: IngestLimits = field(default_factory=IngestLimits)
     key: PseudonymKey | None = None
+    hide_source: bool = False
 
 
 @dataclass
@@ -65,15 +85,32 @@ def _error_report(source: str, error: BaseException, kind: Any = None) -> Ingest
     return IngestReport(source=source, status="error", kind=kind, error=one_sentence(error))
 
 
-def _save_png(view: ImageView, out: Path | None, stem: str, index: int) -> str | None:
+def _png_target(out: Path, prefix: str, index: int) -> Path:
+    """``{prefix}-{index:04d}.png`` in ``out``; ``-2``, ``-3`` … is added rather than overwrite a file."""
+    target = out / f"{prefix}-{index:04d}.png"
+    n = 1
+    while target.exists():
+        n += 1
+        target = out / f"{prefix}-{index:04d}-{n}.png"
+    return target
+
+
+def _save_png(view: ImageView, out: Path | None, index: int) -> str | None:
+    """Write ``view`` as a PNG named from its pseudonymous study id (or kind) and a running index.
+
+    No part of an input's file or folder name is reused: those can hold patient names or UIDs.
+    """
     if out is None:
         return None
     from PIL import Image
 
-    out.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80] or "image"
-    target = out / f"{index:04d}-{safe}.png"
-    Image.fromarray(view.pixels).save(target)
+    prefix = view.study_id or ("nostudy" if view.kind.startswith("dicom") else view.kind)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        target = _png_target(out, prefix, index)
+        Image.fromarray(view.pixels).save(target)
+    except OSError as e:
+        raise IngestError(f"writing PNG {index} into the --out folder failed ({type(e).__name__})") from e
     return str(target)
 
 
@@ -107,7 +144,7 @@ class _Ingestor:
             shape=tuple(int(s) for s in decoded.stored.shape),
             window=view.window,
             study_id=view.study_id,
-            image=_save_png(view, o.out, Path(name).stem, self._next()),
+            image=_save_png(view, o.out, self._next()),
             warnings=tuple(dict.fromkeys([*read_notes, *view.warnings])),
             extra={"description": view.description},
         )
@@ -147,7 +184,7 @@ class _Ingestor:
             shape=tuple(int(s) for s in volume.values.shape),
             window=key_view.window,
             study_id=volume.study_id,
-            image=_save_png(key_view, o.out, Path(source).name, self._next()),
+            image=_save_png(key_view, o.out, self._next()),
             warnings=tuple(dict.fromkeys([*notes, *volume.warnings])),
             extra={
                 "slices": slices,
@@ -183,7 +220,7 @@ class _Ingestor:
             photometric="RGB",
             frames=None,
             shape=(h0, w0, 3),
-            image=_save_png(view, o.out, Path(entry.name).stem, self._next()),
+            image=_save_png(view, o.out, self._next()),
             warnings=notes,
             extra={
                 "levels": len(info.level_dimensions),
@@ -207,7 +244,7 @@ class _Ingestor:
             photometric="RGB" if view.pixels.ndim == 3 else "MONOCHROME2",
             frames=1,
             shape=tuple(int(s) for s in view.pixels.shape),
-            image=_save_png(view, o.out, Path(entry.name).stem, self._next()),
+            image=_save_png(view, o.out, self._next()),
             extra={"description": view.description},
         )
 
@@ -347,7 +384,8 @@ def ingest_path(paths: Sequence[Path], *, options: IngestOptions | None = None) 
 
     Args:
         paths: inputs as given by the user.
-        options: output folder, preset, frame, limits and pseudonym key (defaults when None).
+        options: output folder, preset, frame, limits, pseudonym key and whether to hide the
+            source names (defaults when None).
 
     Yields:
         :class:`IngestReport` objects; a bad input yields an ``error`` report and the run goes on.
@@ -356,38 +394,64 @@ def ingest_path(paths: Sequence[Path], *, options: IngestOptions | None = None) 
     ing = _Ingestor(options)
     with tempfile.TemporaryDirectory(prefix="medvlm-ingest-") as tmpdir:
         tmp = Path(tmpdir)
-        for path in paths:
-            source = str(path)
-            try:
-                if path.is_symlink() and not path.exists():
-                    raise IngestError(f"{path.name} is a broken symbolic link")
-                if path.is_dir():
-                    entries = _folder_entries(path)
-                    if not entries:
-                        raise IngestError(f"{path.name} is an empty folder")
-                    yield from ing.entries_reports(entries, source, tmp)
-                elif not path.exists():
-                    raise IngestError(f"{path.name} does not exist")
-                elif path.suffix.lower() == ".zip":
-                    entries = _zip_entries(path, options.limits)
-                    if not entries:
-                        raise IngestError(f"{path.name} holds no files")
-                    yield from ing.entries_reports(entries, source, tmp)
-                else:
-                    yield from ing.entries_reports([_Entry(source, path.name, path=path)], source, tmp)
-            except IngestError as e:
-                yield _error_report(source, e)
-            except Exception as e:  # one bad input must not stop the run; logged with its type only
-                logger.warning("unexpected %s while ingesting an input", type(e).__name__)
-                yield _error_report(source, e)
+        for number, path in enumerate(paths, start=1):
+            for line, report in enumerate(_path_reports(ing, path, tmp), start=1):
+                yield _pseudonymous(report, path, f"input-{number}#{line}") if options.hide_source else report
 
 
-def _default_key() -> PseudonymKey | None:
+def _path_reports(ing: _Ingestor, path: Path, tmp: Path) -> Iterator[IngestReport]:
+    source = str(path)
     try:
-        return load_key()
-    except PseudonymKeyError as e:
-        logger.warning("no pseudonym key, study ids are omitted: %s", e)
-        return None
+        if path.is_symlink() and not path.exists():
+            raise IngestError(f"{path.name} is a broken symbolic link")
+        if path.is_dir():
+            entries = _folder_entries(path)
+            if not entries:
+                raise IngestError(f"{path.name} is an empty folder")
+            yield from ing.entries_reports(entries, source, tmp)
+        elif not path.exists():
+            raise IngestError(f"{path.name} does not exist")
+        elif path.suffix.lower() == ".zip":
+            entries = _zip_entries(path, ing.options.limits)
+            if not entries:
+                raise IngestError(f"{path.name} holds no files")
+            yield from ing.entries_reports(entries, source, tmp)
+        else:
+            yield from ing.entries_reports([_Entry(source, path.name, path=path)], source, tmp)
+    except IngestError as e:
+        yield _error_report(source, e)
+    except Exception as e:  # one bad input must not stop the run; logged with its type only
+        logger.warning("unexpected %s while ingesting an input", type(e).__name__)
+        yield _error_report(source, e)
+
+
+def _name_tokens(source: str, path: Path) -> list[str]:
+    """Every form in which a report's messages can name its input, longest first."""
+    tokens = {source, str(path), path.name, source.split("#")[0]}
+    head, _, member = source.partition("!")
+    if member:
+        member = member.split("#")[0]
+        tokens |= {head, Path(head).name, member, Path(member).name, f"{Path(head).name}!{member}"}
+    else:
+        tokens.add(Path(source.split("#")[0]).name)
+    return sorted((t for t in tokens if len(t) >= 2), key=len, reverse=True)
+
+
+def _pseudonymous(report: IngestReport, path: Path, label: str) -> IngestReport:
+    """The report with ``source`` replaced by ``label`` and the input's names removed from its text."""
+    tokens = _name_tokens(report.source, path)
+
+    def scrub(text: str) -> str:
+        for t in tokens:
+            text = text.replace(t, "the input")
+        return text
+
+    return replace(
+        report,
+        source=label,
+        error=scrub(report.error) if report.error else report.error,
+        warnings=tuple(scrub(w) for w in report.warnings),
+    )
 
 
 def load_views(
@@ -412,13 +476,16 @@ def load_views(
         frame: zero-based frame of a multi-frame DICOM (middle frame when None).
         max_tiles: tiles taken from a slide.
         limits: size caps (defaults when None).
-        key: pseudonymisation key (``MEDVLM_PSEUDONYM_KEY`` or the per-install key when None).
+        key: pseudonymisation key for ``study_id``, resolved once by the entry point
+            (:func:`data_prep.pseudonym.resolve_key`); None gives views without a study id.
 
     Returns:
-        The views, never empty.
+        The views, never empty. For a folder or zip, every view's ``warnings`` also says which
+        members were left out and why, by position ("file 3 of 5 …"), never by name.
 
     Raises:
-        IngestError: the input cannot be read (the first error of a collection).
+        IngestError: the input cannot be read (the first error of a collection), or a folder or
+            zip holds more than one study (different StudyInstanceUIDs).
         ValueError: bad ``preset`` or ``frame``.
     """
     limits = limits or IngestLimits()
@@ -432,7 +499,6 @@ def load_views(
             return [image_view(path, name=path.name, limits=limits)]
     if path.is_file() and suffix in IMAGE_SUFFIXES:
         return [image_view(path, name=path.name, limits=limits)]
-    key = key if key is not None else _default_key()  # only DICOM needs it: no key file for slides/PNGs
     if path.is_file() and suffix != ".zip":
         notes: list[str] = []
         with captured_warnings(notes):
@@ -462,6 +528,71 @@ def load_views(
     return _collection_views(path, preset=preset, frame=frame, max_tiles=max_tiles, limits=limits, key=key)
 
 
+_SKIP_REASONS: tuple[tuple[type[IngestError], str], ...] = (
+    (CorruptFileError, "it is truncated or corrupt"),
+    (NotDicomError, "it is not a DICOM file or a supported image"),
+    (EmptyInputError, "it is empty"),
+    (UnsafeArchiveError, "it was refused as unsafe"),
+    (LimitExceededError, "it is over a size limit"),
+    (UnsupportedFormatError, "its format or codec is not supported"),
+    (MissingAttributeError, "it lacks an attribute needed to show it"),
+    (PixelDataError, "its pixel data could not be decoded"),
+    (SlideError, "the slide could not be read"),
+    (SeriesError, "its slices could not be assembled"),
+)
+
+
+def _skip_warning(position: str, error: IngestError) -> str:
+    """One PHI-free sentence for a member left out: its position and the kind of failure, no name."""
+    reason = next((text for cls, text in _SKIP_REASONS if isinstance(error, cls)), "it could not be read")
+    return f"{position} was left out because {reason}."
+
+
+@dataclass
+class _Collected:
+    """What a folder or zip held, before decoding: readable parts by kind, and what was skipped."""
+
+    views: list[ImageView] = field(default_factory=list)
+    datasets: dict[str, list[tuple[int, str, Any]]] = field(default_factory=dict)
+    wsi: dict[str, list[Path]] = field(default_factory=dict)
+    studies: set[str] = field(default_factory=set)
+    skipped: list[str] = field(default_factory=list)
+    first_error: IngestError | None = None
+
+    def skip(self, position: str, error: IngestError) -> None:
+        self.skipped.append(_skip_warning(position, error))
+        self.first_error = self.first_error or error
+
+
+def _collect(entries: Sequence[_Entry], tmp: Path, *, max_tiles: int, limits: IngestLimits) -> _Collected:
+    """Read every member once: plain images and slides become views, DICOM data sets are grouped."""
+    found = _Collected()
+    total = len(entries)
+    for number, entry in enumerate(entries, start=1):
+        try:
+            if entry.error is not None:
+                raise entry.error
+            if entry.suffix in SLIDE_SUFFIXES:
+                found.views += slide_views(_on_disk(entry, tmp), max_tiles=max_tiles, limits=limits)
+            elif entry.suffix in IMAGE_SUFFIXES:
+                found.views.append(image_view(_source_of(entry), name=entry.name, limits=limits))
+            else:
+                with captured_warnings([]):
+                    ds = read_dataset(_source_of(entry), name=entry.name, limits=limits)
+                study = str(ds.get("StudyInstanceUID", "") or "").strip()
+                if study:
+                    found.studies.add(study)
+                if is_dicom_wsi(ds):
+                    series = str(ds.get("SeriesInstanceUID", ""))
+                    found.wsi.setdefault(series, []).append(_on_disk(entry, tmp))
+                    continue
+                uid = _series_key(ds) or f"single:{entry.source}"
+                found.datasets.setdefault(uid, []).append((number, entry.name, ds))
+        except IngestError as e:
+            found.skip(f"file {number} of {total}", e)
+    return found
+
+
 def _collection_views(
     path: Path,
     *,
@@ -471,59 +602,46 @@ def _collection_views(
     limits: IngestLimits,
     key: PseudonymKey | None,
 ) -> list[ImageView]:
+    """Views of a folder or zip that holds one study; members left out become warnings on every view."""
     if path.is_dir():
         entries = _folder_entries(path)
     elif path.is_file():
         entries = _zip_entries(path, limits)
     else:
         raise IngestError(f"{path.name} does not exist")
-    views: list[ImageView] = []
-    first_error: IngestError | None = None
-    datasets: dict[str, list[tuple[str, Any]]] = {}
-    wsi: dict[str, list[Path]] = {}
+    total = len(entries)
     with tempfile.TemporaryDirectory(prefix="medvlm-views-") as tmpdir:
-        for entry in entries:
+        found = _collect(entries, Path(tmpdir), max_tiles=max_tiles, limits=limits)
+        if len(found.studies) > 1:
+            raise IngestError(
+                f"{path.name} holds {len(found.studies)} studies; ask about one of them at a time"
+            )
+        for n, files in enumerate(found.wsi.values(), start=1):
             try:
-                if entry.error is not None:
-                    raise entry.error
-                if entry.suffix in SLIDE_SUFFIXES:
-                    views += slide_views(_on_disk(entry, Path(tmpdir)), max_tiles=max_tiles, limits=limits)
-                elif entry.suffix in IMAGE_SUFFIXES:
-                    views.append(image_view(_source_of(entry), name=entry.name, limits=limits))
-                else:
-                    with captured_warnings([]):
-                        ds = read_dataset(_source_of(entry), name=entry.name, limits=limits)
-                    if is_dicom_wsi(ds):
-                        wsi.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(
-                            _on_disk(entry, Path(tmpdir))
-                        )
-                        continue
-                    uid = _series_key(ds) or f"single:{entry.source}"
-                    datasets.setdefault(uid, []).append((entry.name, ds))
+                found.views += slide_views(files, max_tiles=max_tiles, limits=limits)
             except IngestError as e:
-                first_error = first_error or e
-        for files in wsi.values():
-            try:
-                views += slide_views(files, max_tiles=max_tiles, limits=limits)
-            except IngestError as e:
-                first_error = first_error or e
-    groups: list[list[tuple[str, Any]]] = []
-    for group in datasets.values():
-        groups.extend([group] if _is_volume([ds for _, ds in group]) else [[item] for item in group])
-    for n, group in enumerate(groups):
+                found.skip(f"slide {n}", e)
+    views = found.views
+    groups: list[list[tuple[int, str, Any]]] = []
+    for group in found.datasets.values():
+        groups.extend([group] if _is_volume([ds for _, _, ds in group]) else [[item] for item in group])
+    for n, group in enumerate(groups, start=1):
         try:
             if len(group) >= 2:
-                slices = [ds for _, ds in group]
                 volume = assemble_volume(
-                    slices, name=f"series {n + 1}", limits=limits, key=key, skip_bad=True
+                    [ds for _, _, ds in group], name=f"series {n}", limits=limits, key=key, skip_bad=True
                 )
-                views += series_views(volume, preset=preset, name=f"series {n + 1}")
+                views += series_views(volume, preset=preset, name=f"series {n}")
+                for index, error in volume.dropped:
+                    found.skip(f"file {group[index][0]} of {total}", error)
             else:
-                name, ds = group[0]
+                _, name, ds = group[0]
                 view, _ = dicom_view(ds, name=name, limits=limits, key=key, preset=preset, frame=frame)
                 views.append(view)
         except IngestError as e:
-            first_error = first_error or e
+            found.skip(f"file {group[0][0]} of {total}" if len(group) == 1 else f"series {n}", e)
     if not views:
-        raise first_error or MissingAttributeError(f"{path.name} holds no readable images")
-    return views
+        raise found.first_error or MissingAttributeError(f"{path.name} holds no readable images")
+    if not found.skipped:
+        return views
+    return [replace(v, warnings=tuple(dict.fromkeys([*v.warnings, *found.skipped]))) for v in views]

@@ -1,6 +1,11 @@
 """Pseudonymous identifiers: keyed hashes (HMAC-SHA256) of DICOM identifiers.
 
-The key comes from the environment variable ``MEDVLM_PSEUDONYM_KEY`` (at least 16 characters).
+Library functions take the key as an argument; only entry points (the CLI handlers, the app's
+composition root) call :func:`resolve_key`, once per run, and pass the result down.
+
+Hospitals must set ``MEDVLM_PSEUDONYM_KEY`` to one secret per site, the same on every machine and
+account, so that one study always gets the same pseudonym. The key comes from the environment
+variable ``MEDVLM_PSEUDONYM_KEY`` (at least 16 characters).
 When it is unset, a random per-install key is created once under the local config directory
 (``$MEDVLM_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/medvlm``, else ``~/.config/medvlm``) in the file
 ``pseudonym.key`` with mode 0600, and a warning says so every time it is used. There is no
@@ -57,8 +62,11 @@ def config_dir() -> Path:
     return base / "medvlm"
 
 
-def load_key(*, create: bool = True) -> PseudonymKey:
-    """Load the pseudonymisation key from the environment or the per-install key file.
+def resolve_key(*, create: bool = True) -> PseudonymKey:
+    """Resolve the pseudonymisation key from the environment or the per-install key file.
+
+    Call this once, in an entry point, and pass the key down: it reads the environment and may
+    create a file, which library functions must not do.
 
     Args:
         create: create the per-install key file when neither source exists.
@@ -93,6 +101,9 @@ def load_key(*, create: bool = True) -> PseudonymKey:
     except OSError as e:
         raise PseudonymKeyError(f"cannot read the pseudonym key at {path}: {e}") from e
     return PseudonymKey(text.encode(), str(path))
+
+
+load_key = resolve_key  # the earlier name, kept for callers written against it
 
 
 def study_pseudonym(key: PseudonymKey, study_uid: str) -> str:

@@ -18,11 +18,17 @@ from tests.data_prep._files import corpus_file
 
 
 def test_load_views_dicom_ct_gives_window_and_multiwindow(key: PseudonymKey) -> None:
-    views = load_views(corpus_file("CT_small.dcm"), preset="lung")
+    views = load_views(corpus_file("CT_small.dcm"), preset="lung", key=key)
     assert len(views) == 2 and all(isinstance(v, ImageView) for v in views)
     assert views[0].pixels.shape == (128, 128) and views[0].window and views[0].window.preset == "lung"
     assert views[1].pixels.shape == (128, 128, 3) and "multi-window" in views[1].description
     assert views[0].study_id == study_pseudonym(key, "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322")
+
+
+def test_load_views_reads_no_key_from_the_environment(key: PseudonymKey) -> None:
+    # the key is resolved by entry points and passed down; MEDVLM_PSEUDONYM_KEY is set here but unused
+    [view, _] = load_views(corpus_file("CT_small.dcm"))
+    assert view.study_id is None
 
 
 def test_load_views_png_and_errors(tmp_path: Path, key: PseudonymKey) -> None:
