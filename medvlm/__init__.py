@@ -21,6 +21,7 @@ from medvlm.schema import (
     ImageContext,
     KnowledgeFact,
     ModelInfo,
+    ModelScope,
     SafetyDecision,
     Turn,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "MedVLMError",
     "ModelInfo",
     "ModelLoadError",
+    "ModelScope",
     "RequestError",
     "SafetyDecision",
     "SafetyGate",

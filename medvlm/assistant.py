@@ -3,6 +3,9 @@
 This is the one place where the pieces meet: ``SafetyGate`` before generation, the prompt built
 for the backend's family, the image-ablation check (the same question with blank images; an
 unchanged answer is flagged as not grounded in the image) and yes/no abstention.
+
+An answer that did not change with blank images is never stated as fact: its text leads with
+``UNGROUNDED_WARNING`` and the warning is also in ``Answer.warnings``.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from medvlm.backends import Backend
-from medvlm.grounding import is_yes_no_question, same_answer, yes_no_confidence
+from medvlm.grounding import answer_polarity, is_yes_no_question, same_answer, stated_confidence
 from medvlm.processing import ChatPrompt, build_prompt, cited_fact_ids, with_blank_images
 from medvlm.safety import SafetyGate, refusal_text
 from medvlm.schema import Answer, AskRequest, Generation, GenerationSettings, SafetyDecision
 
 logger = logging.getLogger(__name__)
+
+UNGROUNDED_WARNING = "This answer did not change when the image was removed: it may not come from the image."
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ class Assistant:
         settings = settings or GenerationSettings()
         start = time.perf_counter()
         info = self.backend.info()
-        decisions = [self.gate.check(r) for r in requests]
+        decisions = [self.gate.check(r, settings.scope) for r in requests]
         todo = [i for i, d in enumerate(decisions) if not any(x.action == "refuse" for x in d)]
         prompts = {i: build_prompt(requests[i], info.multi_image) for i in todo}
         yes_no = any(is_yes_no_question(requests[i].question) for i in todo)
@@ -97,6 +102,7 @@ class Assistant:
                         safety=decisions[i],
                         latency_ms=latency,
                         views=build_prompt(request, info.multi_image).views,
+                        warnings=list(request.warnings),
                     )
                 )
                 continue
@@ -117,18 +123,28 @@ class Assistant:
         decisions: list[SafetyDecision],
         latency: float,
     ) -> Answer:
-        question_is_yes_no = is_yes_no_question(request.question)
-        confidence = yes_no_confidence(gen.yes_prob, gen.no_prob) if question_is_yes_no else None
+        confidence = None
+        if is_yes_no_question(request.question):
+            confidence = stated_confidence(gen.text, gen.yes_prob, gen.no_prob)
         abstained = confidence is not None and confidence < settings.abstain_threshold
         text = gen.text
-        if abstained:
+        if abstained and confidence is not None and confidence < 0.5:
+            text = (
+                f'The model answered "{answer_polarity(gen.text)}" but its own yes/no probabilities '
+                f"favour the opposite (confidence {confidence:.2f}); please review the images."
+            )
+        elif abstained:
             text = (
                 f"Not confident enough to answer yes or no (confidence {confidence:.2f} below "
                 f"{settings.abstain_threshold:.2f}); please review the images."
             )
         grounded = None if probe is None else not same_answer(*probe)
+        warnings = list(request.warnings)
         if grounded is False:
             logger.info("answer unchanged with blank images: flagged as not grounded")
+            warnings.append(UNGROUNDED_WARNING)
+            if not abstained:
+                text = f"{UNGROUNDED_WARNING} Model answer: {text}"
         return Answer(
             text=text,
             model=self.backend.info(),
@@ -142,6 +158,7 @@ class Assistant:
             cited_facts=cited_fact_ids(gen.text, [f.fact_id for f in request.facts]),
             raw_text=gen.text,
             ablation_text=None if probe is None else probe[1],
+            warnings=warnings,
         )
 
     def stream(self, request: AskRequest, settings: GenerationSettings | None = None) -> Iterator[str]:
@@ -151,7 +168,7 @@ class Assistant:
             Text chunks; the refusal text as one chunk when the gate refuses.
         """
         settings = settings or GenerationSettings()
-        decisions = self.gate.check(request)
+        decisions = self.gate.check(request, settings.scope)
         if any(d.action == "refuse" for d in decisions):
             yield refusal_text(decisions)
             return

@@ -143,8 +143,9 @@ class InProcessBackend:
         Args:
             prompts: the prompts (batched together, left-padded).
             settings: decoding settings; ``contrastive_alpha > 0`` adds visual contrastive decoding.
-            yes_no: also return the yes/no probability mass at the answer step (from the logits
-                with the image, before contrastive decoding).
+            yes_no: also return the yes/no probability mass at the answer's yes/no token (from the
+                logits with the image, before contrastive decoding); None when none of the first
+                ``YES_NO_LOOKAHEAD`` generated tokens is yes or no.
 
         Returns:
             One ``Generation`` per prompt, in order.
@@ -154,8 +155,8 @@ class InProcessBackend:
         results = []
         for row, text in enumerate(texts):
             yes = no = None
-            if yes_no and step_logits:
-                step = self._yes_no_step(new_tokens[row])
+            step = self._yes_no_step(new_tokens[row]) if yes_no and step_logits else None
+            if step is not None:
                 yes, no = yes_no_probs(step_logits[step][row], *self._yes_no_ids)
             results.append(Generation(text=text.strip(), yes_prob=yes, no_prob=no))
         return results
@@ -194,12 +195,13 @@ class InProcessBackend:
         text = self.loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)[0].strip()
         return Generation(text=text), content
 
-    def _yes_no_step(self, tokens: torch.Tensor) -> int:
+    def _yes_no_step(self, tokens: torch.Tensor) -> int | None:
+        """The first of the first generated tokens that is yes or no; None when there is none."""
         wanted = set(self._yes_no_ids[0]) | set(self._yes_no_ids[1])
         for step, token in enumerate(tokens[:YES_NO_LOOKAHEAD].tolist()):
             if token in wanted:
                 return step
-        return 0
+        return None
 
     def stream(self, prompt: ChatPrompt, settings: GenerationSettings) -> Iterator[str]:
         """Yield text chunks of the answer as they are decoded (``TextIteratorStreamer``).

@@ -167,6 +167,43 @@ def yes_no_confidence(yes_prob: float | None, no_prob: float | None) -> float | 
     return max(yes_prob, no_prob) / (yes_prob + no_prob)
 
 
+def answer_polarity(text: str, lookahead: int = 3) -> str | None:
+    """The polarity an answer states: ``yes`` or ``no`` when one of its first words is that word.
+
+    Args:
+        text: the generated answer.
+        lookahead: how many leading words to search (the yes/no token is searched as far).
+
+    Returns:
+        ``"yes"``, ``"no"``, or None when neither word opens the answer.
+    """
+    for word in normalise_answer(text).split()[:lookahead]:
+        if word in ("yes", "no"):
+            return word
+    return None
+
+
+def stated_confidence(text: str, yes_prob: float | None, no_prob: float | None) -> float | None:
+    """Probability of the polarity the answer states, among yes and no: ``p(stated) / (p_yes + p_no)``.
+
+    Unlike ``yes_no_confidence``, this belongs to the answer shown: an answer reading "No" while
+    the yes token had most of the mass gets a value below 0.5.
+
+    Args:
+        text: the generated answer.
+        yes_prob: yes-token mass at the yes/no step, None when no yes/no token was generated.
+        no_prob: no-token mass at the same step.
+
+    Returns:
+        A value in [0, 1], or None when the answer states no polarity or the probabilities are
+        missing or both (almost) zero.
+    """
+    polarity = answer_polarity(text)
+    if polarity is None or yes_prob is None or no_prob is None or yes_prob + no_prob < 1e-6:
+        return None
+    return (yes_prob if polarity == "yes" else no_prob) / (yes_prob + no_prob)
+
+
 def normalise_answer(text: str) -> str:
     """Lower-case words only, for comparing an answer with its image-ablated twin."""
     return " ".join(re.findall(r"[a-z0-9]+", text.lower()))

@@ -164,11 +164,12 @@ def _yes_no_from_logprobs(logprobs: Any) -> tuple[float | None, float | None]:
     content = (logprobs or {}).get("content") or []
     if not content:
         return None, None
-    step = 0
-    for i, entry in enumerate(content[:YES_NO_LOOKAHEAD]):
-        if _word(entry.get("token", "")) in ("yes", "no"):
-            step = i
-            break
+    step = next(
+        (i for i, e in enumerate(content[:YES_NO_LOOKAHEAD]) if _word(e.get("token", "")) in ("yes", "no")),
+        None,
+    )
+    if step is None:  # no yes/no token: a confidence would belong to another word
+        return None, None
     yes = no = 0.0
     for candidate in content[step].get("top_logprobs") or []:
         word = _word(candidate.get("token", ""))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -202,8 +201,6 @@ def load(
             dtype / quantization request, or a checkpoint transformers cannot load.
         AdapterError: when the adapter cannot be loaded.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     path = Path(model_dir).expanduser()
     family = check_model_dir(path)
     import torch

@@ -18,6 +18,7 @@ from medvlm.errors import RequestError
 from medvlm.processing import ChatPrompt
 
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # width x height; checked from the header, before decoding
 _DATA_URL = re.compile(r"^data:image/(png|jpeg|jpg|webp);base64,(.*)$", re.DOTALL)
 
 
@@ -28,12 +29,17 @@ def image_to_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def data_url_to_image(url: str) -> Image.Image:
+def data_url_to_image(url: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Decode a base64 ``data:`` URL into an RGB image.
+
+    Args:
+        url: the ``data:image/...;base64,...`` URL.
+        max_pixels: largest width x height accepted; checked from the image header before the
+            pixels are decoded, so a decompression bomb is refused without being decoded.
 
     Raises:
         RequestError: for anything but an inline PNG / JPEG / WebP data URL (remote URLs are
-            refused: the server never fetches), or undecodable data.
+            refused: the server never fetches), undecodable data, or an image over ``max_pixels``.
     """
     match = _DATA_URL.match(url)
     if match is None:
@@ -42,14 +48,21 @@ def data_url_to_image(url: str) -> Image.Image:
     try:
         raw = base64.b64decode(match.group(2), validate=False)
     except (binascii.Error, ValueError) as e:
-        raise RequestError(f"image data URL is not valid base64: {e}") from e
+        raise RequestError("the image data URL is not valid base64") from e
     if len(raw) > MAX_IMAGE_BYTES:
-        raise RequestError(f"image is larger than {MAX_IMAGE_BYTES} bytes")
+        raise RequestError(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
     try:
         with Image.open(io.BytesIO(raw)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise RequestError(
+                    f"the image has {width * height} pixels, more than the limit of {max_pixels}"
+                )
             return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise RequestError(f"image data URL does not hold a readable image: {e}") from e
+    except Image.DecompressionBombError as e:
+        raise RequestError(f"the image has more pixels than the limit of {max_pixels}") from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise RequestError("the image data URL does not hold a readable PNG, JPEG or WebP image") from e
 
 
 def prompt_to_messages(prompt: ChatPrompt) -> list[dict[str, Any]]:
@@ -67,8 +80,12 @@ def prompt_to_messages(prompt: ChatPrompt) -> list[dict[str, Any]]:
     return messages
 
 
-def messages_to_prompt(messages: Any) -> ChatPrompt:
+def messages_to_prompt(messages: Any, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ChatPrompt:
     """A ``ChatPrompt`` from OpenAI messages (string or list-of-parts content).
+
+    Args:
+        messages: the request's ``messages``.
+        max_image_pixels: largest width x height of each image (see ``data_url_to_image``).
 
     Raises:
         RequestError: for a malformed message list, an unknown part type or a non-data image URL.
@@ -92,10 +109,10 @@ def messages_to_prompt(messages: Any) -> ChatPrompt:
                 elif kind == "image_url":
                     url = part.get("image_url")
                     url = url.get("url", "") if isinstance(url, dict) else str(url or "")
-                    images.append(data_url_to_image(url))
+                    images.append(data_url_to_image(url, max_image_pixels))
                     parts.append({"type": "image"})
                 else:
-                    raise RequestError(f"unsupported content part type {kind!r}")
+                    raise RequestError(f"unsupported content part type {str(kind)[:32]!r}")
         else:
             raise RequestError("message content must be a string or a list of parts")
         out.append({"role": message["role"], "content": parts})

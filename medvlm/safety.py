@@ -1,10 +1,13 @@
 """Safety gate run before generation.
 
-Three rules, each producing a typed ``SafetyDecision`` that travels with the answer:
+Four rules, each producing a typed ``SafetyDecision`` that travels with the answer:
 
 * mismatched questions ("Cross-Modality Jailbreak and Mismatched Attacks on Medical MLLMs",
   the 2M / O2M attacks): the question names a modality or body region that none of the images
   has according to its metadata (a brain MRI question on a chest radiograph) -> refuse;
+* model scope: a view whose modality, body part or dimensionality lies outside what the model
+  was trained on (``ModelScope``, passed in ``GenerationSettings.scope``) -> the scope's action
+  (refuse for the built-in model); a view with unknown modality or body part -> warn;
 * harmful requests (ways to harm, lethal doses, falsified records, re-identification) -> refuse;
 * instructions embedded in report text, image text or view descriptions (prompt injection), and
   jailbreak phrasing in the question -> warn (the text is still fenced as data in the prompt and
@@ -19,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from medvlm.schema import AskRequest, SafetyAction, SafetyDecision
+from medvlm.schema import AskRequest, ModelScope, SafetyAction, SafetyDecision
 
 # Modality groups: words in questions and DICOM Modality codes that mean the same kind of image.
 MODALITY_WORDS: dict[str, tuple[str, ...]] = {
@@ -163,16 +166,19 @@ class SafetyGate:
         repr=False,
     )
 
-    def check(self, request: AskRequest) -> list[SafetyDecision]:
+    def check(self, request: AskRequest, scope: ModelScope | None = None) -> list[SafetyDecision]:
         """Run every rule on a request.
 
         Args:
             request: the request, with its image metadata.
+            scope: what the model was trained on; None skips the scope rule.
 
         Returns:
             The decisions, refusals first; empty when nothing fired.
         """
         decisions = self.check_mismatch(request) + self.check_harmful(request.question)
+        if scope is not None:
+            decisions += self.check_scope(request, scope)
         decisions += self.check_injection(request)
         return sorted(decisions, key=lambda d: d.action != "refuse")
 
@@ -210,6 +216,57 @@ class SafetyGate:
                     ),
                 )
             )
+        return decisions
+
+    def check_scope(self, request: AskRequest, scope: ModelScope) -> list[SafetyDecision]:
+        """Views outside the model's declared scope (modality, body part, 2D / 3D).
+
+        Args:
+            request: the request, with one ``ImageContext`` per view.
+            scope: what the model was trained on.
+
+        Returns:
+            One decision per view that is outside the scope (``scope.action``) or whose modality
+            or body part is unknown (``warn``).
+        """
+        modalities = {_code(m) for m in scope.modalities}
+        bodies = {_body_group(b) for b in scope.body_parts}
+        decisions: list[SafetyDecision] = []
+        for i, c in enumerate(request.contexts):
+            outside = []
+            if c.modality and _code(c.modality) not in modalities:
+                outside.append(f"modality {_code(c.modality)}")
+            if c.body_part and _body_group(c.body_part) not in bodies:
+                outside.append(f"body part {_code(c.body_part)}")
+            if c.dimensions not in scope.dimensions:
+                outside.append(f"a {c.dimensions}D view")
+            supported = (
+                f"{'/'.join(sorted(modalities))} {'/'.join(sorted(_code(b) for b in scope.body_parts))}"
+            )
+            if outside:
+                decisions.append(
+                    SafetyDecision(
+                        kind="out_of_scope",
+                        action=scope.action,
+                        source=f"image {i + 1}",
+                        reason=(
+                            f"Image {i + 1} is {', '.join(outside)}, outside what {scope.name} was "
+                            f"trained on ({supported}); its answer would not rest on training."
+                        ),
+                    )
+                )
+            elif not c.modality or not c.body_part:
+                decisions.append(
+                    SafetyDecision(
+                        kind="out_of_scope",
+                        action="warn",
+                        source=f"image {i + 1}",
+                        reason=(
+                            f"Image {i + 1} has no modality or body part in its metadata; {scope.name} "
+                            f"was trained on {supported} only, so check that this is such an image."
+                        ),
+                    )
+                )
         return decisions
 
     def check_harmful(self, question: str) -> list[SafetyDecision]:

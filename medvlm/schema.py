@@ -16,7 +16,9 @@ from PIL import Image
 from medvlm.errors import RequestError
 
 ImageInput = Image.Image | np.ndarray
-SafetyKind = Literal["modality_mismatch", "body_part_mismatch", "harmful_request", "prompt_injection"]
+SafetyKind = Literal[
+    "modality_mismatch", "body_part_mismatch", "harmful_request", "prompt_injection", "out_of_scope"
+]
 SafetyAction = Literal["refuse", "warn"]
 
 
@@ -29,12 +31,44 @@ class ImageContext:
         body_part: DICOM BodyPartExamined or plain word (``CHEST``, ``HEAD``), None if unknown.
         description: a short description of the view shown to the model (``PA chest radiograph``).
         embedded_text: text found in or attached to the image (burned-in annotations), treated as data.
+        dimensions: 2 for a single image or frame, 3 for a view made from a volume (slices, MIP).
     """
 
     modality: str | None = None
     body_part: str | None = None
     description: str = ""
     embedded_text: str = ""
+    dimensions: int = 2
+
+
+@dataclass(frozen=True)
+class ModelScope:
+    """What a model was trained on; the safety gate checks every view against it.
+
+    Attributes:
+        modalities: DICOM modality codes the model covers (``{"CR", "DX"}``), upper case.
+        body_parts: body regions it covers, as DICOM BodyPartExamined codes (``{"CHEST"}``).
+        dimensions: image dimensionalities it covers (``{2}``: single images, no volumes).
+        action: ``refuse`` or ``warn`` for a view outside the scope. A view whose modality or
+            body part is unknown (a plain PNG) is always only warned about.
+        name: how the model is named in the reason shown to the clinician.
+
+    Raises:
+        RequestError: on construction, for an empty modality or body-part set or a dimension
+            other than 2 or 3.
+    """
+
+    modalities: frozenset[str]
+    body_parts: frozenset[str]
+    dimensions: frozenset[int] = frozenset({2})
+    action: SafetyAction = "refuse"
+    name: str = "this model"
+
+    def __post_init__(self) -> None:
+        if not self.modalities or not self.body_parts:
+            raise RequestError("a model scope needs at least one modality and one body part")
+        if not self.dimensions or not self.dimensions <= {2, 3}:
+            raise RequestError("a model scope's dimensions must be 2, 3 or both")
 
 
 @dataclass(frozen=True)
@@ -71,6 +105,8 @@ class AskRequest:
         history: earlier turns, oldest first.
         facts: knowledge facts the model may cite by id.
         report_text: report or note text given as context (untrusted: checked for injections).
+        warnings: what the reader of the input found worth telling (a skipped file, irregular
+            slice spacing); carried into ``Answer.warnings``. Never patient data.
 
     Raises:
         RequestError: on construction, when the question is empty, an image has the wrong type or
@@ -83,6 +119,7 @@ class AskRequest:
     history: list[Turn] = field(default_factory=list)
     facts: list[KnowledgeFact] = field(default_factory=list)
     report_text: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.question.strip():
@@ -139,6 +176,8 @@ class GenerationSettings:
             probability is below ``beta`` times the best one are never chosen).
         ablation: also answer with blank images and flag the answer when it does not change.
         abstain_threshold: yes/no answers with a confidence below this are replaced by an abstention.
+        scope: what the model was trained on; views outside it are warned about or refused by the
+            safety gate. None: no scope check (a model whose scope is not declared).
     """
 
     max_new_tokens: int = 64
@@ -149,6 +188,7 @@ class GenerationSettings:
     contrastive_beta: float = 0.1
     ablation: bool = True
     abstain_threshold: float = 0.6
+    scope: ModelScope | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -201,7 +241,9 @@ class Answer:
         text: the answer shown to the clinician (a refusal or abstention message when so decided).
         model: model and adapter versions that produced it.
         grounded: False when the answer did not change with blank images; None when not checked.
-        confidence: yes/no confidence in [0.5, 1] from token probabilities; None for other answers.
+        confidence: for a yes/no answer, the model's probability of the polarity the answer states,
+            ``p(stated) / (p_yes + p_no)`` at the yes/no token, in [0, 1] (below 0.5 when the text
+            contradicts the token probabilities); None when no yes/no token was generated.
         abstained: True when the confidence was below the threshold and the model's text was withheld.
         refused: True when the safety gate refused the request (no generation happened).
         safety: every safety decision taken.
@@ -210,6 +252,8 @@ class Answer:
         cited_facts: ids of knowledge facts the answer cites.
         raw_text: the model's own text before abstention (empty when refused).
         ablation_text: the answer given with blank images, when checked.
+        warnings: the input's warnings (``AskRequest.warnings``) and, when ``grounded`` is False,
+            the ungrounded-answer warning; one sentence each, shown with the answer.
     """
 
     text: str
@@ -224,3 +268,4 @@ class Answer:
     cited_facts: list[str] = field(default_factory=list)
     raw_text: str = ""
     ablation_text: str | None = None
+    warnings: list[str] = field(default_factory=list)

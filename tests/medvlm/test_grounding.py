@@ -11,13 +11,15 @@ import pytest
 import torch
 
 import medvlm
-from medvlm.assistant import Assistant
+from medvlm.assistant import UNGROUNDED_WARNING, Assistant
 from medvlm.backends import InProcessBackend
 from medvlm.grounding import (
     ContrastiveLogitsProcessor,
     UnconditionedScorer,
+    answer_polarity,
     is_yes_no_question,
     same_answer,
+    stated_confidence,
     yes_no_confidence,
 )
 from medvlm.processing import ChatPrompt, build_prompt, without_images
@@ -37,8 +39,9 @@ def test_contrastive_moves_towards_the_image_supported_token() -> None:
     torch.testing.assert_close(out, 2 * cond - uncond)
     # Stronger alpha widens the gap in favour of the image-supported token.
     stronger = ContrastiveLogitsProcessor(lambda g: uncond, prompt_len=5, alpha=3.0, beta=0.0)(
-        ids, cond.clone()
-    )  # type: ignore[arg-type]
+        ids,  # type: ignore[arg-type]
+        cond.clone(),  # type: ignore[arg-type]
+    )
     assert (stronger[0, 1] - stronger[0, 0]) > (out[0, 1] - out[0, 0])
     # alpha = 0 is the identity.
     same = ContrastiveLogitsProcessor(lambda g: uncond, prompt_len=5, alpha=0.0)(ids, cond.clone())  # type: ignore[arg-type]
@@ -49,7 +52,7 @@ def test_plausibility_cutoff_never_promotes_implausible_tokens() -> None:
     cond = torch.tensor([[5.0, 4.0, -5.0]])
     uncond = torch.tensor([[5.0, 4.0, -20.0]])  # token 2 looks "image-specific" but is implausible
     out = ContrastiveLogitsProcessor(lambda g: uncond, prompt_len=1, alpha=1.0, beta=0.1)(
-        torch.zeros(1, 1, dtype=torch.long),
+        torch.zeros(1, 1, dtype=torch.long),  # type: ignore[arg-type]
         cond,  # type: ignore[arg-type]
     )
     assert out[0, 2] == float("-inf") and out.argmax().item() == 0
@@ -139,9 +142,50 @@ def test_low_yes_no_confidence_abstains() -> None:
     assert answer.confidence == pytest.approx(0.30 / 0.55)
     assert answer.grounded is True  # "Yes." with the image, "No." with blank images
     assert len(unsure.calls[0]) == 2 and not np.asarray(unsure.calls[0][1].images[0]).any()  # blank probe
+    # Unchanged with blank images: not stated as fact (this used to return the bare "Yes.").
     sure = FakeBackend([medvlm.Generation("Yes.", 0.9, 0.05), medvlm.Generation("Yes", 0.9, 0.05)])
     answer = Assistant(sure).ask(request)
-    assert not answer.abstained and answer.text == "Yes." and answer.grounded is False
+    assert not answer.abstained and answer.grounded is False
+    assert answer.text == f"{UNGROUNDED_WARNING} Model answer: Yes." and answer.warnings == [
+        UNGROUNDED_WARNING
+    ]
+    assert answer.confidence == pytest.approx(0.9 / 0.95)
+
+
+def test_confidence_belongs_to_the_stated_answer() -> None:
+    request = medvlm.AskRequest(images=[NOISE], question="Is the heart enlarged?")
+    blank = medvlm.Generation("Something else entirely.")
+    # No yes/no token generated: no confidence, even if a backend reports token mass.
+    for gen in (
+        medvlm.Generation("The heart is enlarged."),
+        medvlm.Generation("The heart is enlarged.", 0.6, 0.4),
+    ):
+        answer = Assistant(FakeBackend([gen, blank])).ask(request)
+        assert answer.confidence is None and not answer.abstained and answer.text == gen.text
+    # The text says "No" but the yes token had most of the mass: the confidence is that of "no".
+    contradicts = FakeBackend([medvlm.Generation("No, it is normal.", 0.8, 0.2), blank])
+    answer = Assistant(contradicts).ask(request)
+    assert answer.confidence == pytest.approx(0.2) and answer.abstained
+    assert "favour the opposite" in answer.text and answer.raw_text == "No, it is normal."
+    agrees = FakeBackend([medvlm.Generation("No, it is normal.", 0.2, 0.8), blank])
+    answer = Assistant(agrees).ask(request)
+    assert answer.confidence == pytest.approx(0.8) and not answer.abstained
+    assert answer.text == "No, it is normal." and answer.grounded is True and answer.warnings == []
+
+
+def test_yes_no_step_is_none_without_a_yes_no_token(llava: medvlm.LoadedModel) -> None:
+    backend = InProcessBackend(llava)
+    tokenizer = llava.processor.tokenizer
+    yes = backend._yes_no_ids[0][0]
+    other = tokenizer.encode(" heart", add_special_tokens=False)[0]
+    assert backend._yes_no_step(torch.tensor([other, other, other, yes])) is None  # beyond lookahead
+    assert backend._yes_no_step(torch.tensor([other, yes, other])) == 1
+
+
+def test_input_warnings_travel_to_the_answer() -> None:
+    request = medvlm.AskRequest(images=[NOISE], question="What is seen?", warnings=["slice 2 may be missing"])
+    answer = Assistant(FakeBackend([medvlm.Generation("A"), medvlm.Generation("B")])).ask(request)
+    assert answer.warnings == ["slice 2 may be missing"] and answer.text == "A"
 
 
 def test_yes_no_helpers() -> None:
@@ -149,6 +193,14 @@ def test_yes_no_helpers() -> None:
     assert not is_yes_no_question("What is the cardiothoracic ratio?")
     assert yes_no_confidence(0.0, 0.0) is None and yes_no_confidence(0.2, 0.6) == pytest.approx(0.75)
     assert same_answer("Yes, there is.", "yes there is") and not same_answer("Yes", "No")
+    assert (
+        answer_polarity("Yes, there is.") == "yes"
+        and answer_polarity("The heart looks enlarged, no doubt.") is None
+    )
+    assert answer_polarity("Well, no.") == "no" and stated_confidence("No.", 0.75, 0.25) == pytest.approx(
+        0.25
+    )
+    assert stated_confidence("Maybe.", 0.75, 0.25) is None and stated_confidence("Yes", None, None) is None
 
 
 def test_sampled_answers_are_ablated_greedily() -> None:

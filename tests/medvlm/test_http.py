@@ -61,9 +61,12 @@ def test_http_backend_gives_the_in_process_greedy_answer(
     there = Assistant(remote).ask(request, settings)
     assert there.raw_text == here.raw_text and there.ablation_text == here.ablation_text
     assert there.grounded == here.grounded
-    # Over HTTP, yes/no mass comes from the top-20 logprobs; a random tiny model puts yes/no outside
-    # them, so the remote confidence may be missing but is never a different number.
-    assert there.confidence is None or there.confidence == pytest.approx(here.confidence, abs=0.02)
+    # Both sides see the same greedy tokens, so both find a yes/no token or neither does (a
+    # confidence without one would belong to another word); the generated token is always in the
+    # top-20 logprobs, so when found, the remote mass agrees.
+    assert (there.confidence is None) == (here.confidence is None)
+    if here.confidence is not None:
+        assert there.confidence == pytest.approx(here.confidence, abs=0.02)
     streamed = "".join(Assistant(remote).stream(request, settings)).strip()
     assert streamed == here.raw_text
     contrast = medvlm.GenerationSettings(max_new_tokens=6, contrastive_alpha=1.5, ablation=False)
@@ -110,6 +113,10 @@ def test_yes_no_mass_from_openai_logprobs() -> None:
     }
     yes, no = _yes_no_from_logprobs(logprobs)
     assert yes == pytest.approx(0.7) and no == pytest.approx(0.2)
+    # No yes/no token among the first three: no mass at all (it used to fall back to token 1).
+    entry = {"token": "The", "logprob": -0.1, "top_logprobs": [{"token": " Yes", "logprob": -2.0}]}
+    assert _yes_no_from_logprobs({"content": [entry] * 4}) == (None, None)
+    assert _yes_no_from_logprobs({"content": [entry, entry, logprobs["content"][0]]})[0] == pytest.approx(0.7)
 
 
 def test_server_refuses_remote_image_urls(served: tuple[InProcessBackend, ModelServer]) -> None:
@@ -149,3 +156,83 @@ def test_server_down_is_one_clear_error() -> None:
     backend = HTTPBackend(f"http://127.0.0.1:{port}", timeout=2)
     with pytest.raises(medvlm.BackendError, match="is not reachable"):
         backend.info()
+
+
+def _raw_post(port: int, head: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    """Send a hand-made request (headers the urllib client would not send) and read the reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(head.encode() + b"\r\n" + body)
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    payload = rest.split(b"\r\n\r\n", 1)[1]
+    return int(status_line.split()[1]), json.loads(payload)
+
+
+def test_server_answers_400_to_a_bad_content_length(served: tuple[InProcessBackend, ModelServer]) -> None:
+    _, server = served
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {KEY}\r\nContent-Length: abc\r\nConnection: close\r\n"
+    )
+    status, reply = _raw_post(server.port, head)
+    assert status == 400 and reply["error"]["message"] == "the Content-Length header is not a number"
+    status, _ = _post(server.url, {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+    assert status == 200  # still serving
+
+
+def _png_url(width: int, height: int) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_image_pixel_cap_is_checked_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from medvlm.openai_format import data_url_to_image
+
+    decoded: list[tuple[int, int]] = []
+    convert = Image.Image.convert
+
+    def spy(self: Image.Image, *args: Any, **kwargs: Any) -> Image.Image:
+        decoded.append(self.size)
+        return convert(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", spy)
+    bomb = _png_url(6000, 5000)  # 30 MP of zeros: a few kB compressed
+    with pytest.raises(medvlm.RequestError, match="30000000 pixels, more than the limit of 1000000"):
+        data_url_to_image(bomb, max_pixels=1_000_000)
+    assert decoded == []  # refused from the header, never decoded
+    assert data_url_to_image(_png_url(20, 10), max_pixels=1_000_000).size == (20, 10)
+
+
+def test_server_refuses_big_images_and_garbage_without_reprs(
+    served: tuple[InProcessBackend, ModelServer],
+) -> None:
+    _, server = served
+
+    def ask_with(url: str) -> tuple[int, str]:
+        content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What?"}]
+        status, reply = _post(
+            server.url, {"messages": [{"role": "user", "content": content}], "max_tokens": 1}
+        )
+        return status, reply["error"]["message"]
+
+    status, message = ask_with(_png_url(8000, 7000))  # 56 MP > the 50 MP default
+    assert status == 400 and "more than the limit of 50000000" in message
+    status, message = ask_with("data:image/png;base64," + "QUJD" * 10)
+    assert status == 400 and "object at 0x" not in message and "<" not in message
+    assert message == "the image data URL does not hold a readable PNG, JPEG or WebP image"
+
+
+def test_server_refuses_a_public_address_without_a_key(served: tuple[InProcessBackend, ModelServer]) -> None:
+    local, _ = served
+    with pytest.raises(medvlm.RequestError, match="not loopback"):
+        ModelServer(local, host="0.0.0.0", port=0)

@@ -16,7 +16,7 @@ from .test_grounding import FakeBackend
 
 @pytest.fixture(scope="module")
 def chest() -> medvlm.ImageContext:
-    ds = pydicom.dcmread(get_testdata_file("RG1_UNCR.dcm"), stop_before_pixels=True)
+    ds = pydicom.dcmread(str(get_testdata_file("RG1_UNCR.dcm")), stop_before_pixels=True)
     assert (ds.Modality, ds.BodyPartExamined) == ("CR", "CHEST")
     return medvlm.ImageContext(modality=ds.Modality, body_part=ds.BodyPartExamined, description="PA chest")
 
@@ -92,7 +92,8 @@ def test_injected_instructions_warn_and_are_neutralised(chest: medvlm.ImageConte
     assert all(d.action == "warn" for d in decisions)
     prompt_text = str(build_prompt(request, True).messages)
     assert "<|im_start|>" not in prompt_text and "<<data>>" in prompt_text
-    backend = FakeBackend([medvlm.Generation("No.", 0.1, 0.9), medvlm.Generation("No.", 0.1, 0.9)])
+    # The blank-image probe answers differently, so the answer is grounded and shown as is.
+    backend = FakeBackend([medvlm.Generation("No.", 0.1, 0.9), medvlm.Generation("Yes.", 0.9, 0.1)])
     answer = medvlm.Assistant(backend).ask(request)
     assert not answer.refused and answer.text == "No." and len(answer.safety) == 2
 
@@ -100,3 +101,48 @@ def test_injected_instructions_warn_and_are_neutralised(chest: medvlm.ImageConte
 def test_sanitize_removes_image_placeholders() -> None:
     # An "<image>" in a report would make the processor expect one more image than was given.
     assert "<image>" not in sanitize("see <image> and <start_of_image> here")
+
+
+SCOPE = medvlm.ModelScope(
+    modalities=frozenset({"CR", "DX"}), body_parts=frozenset({"CHEST"}), name="the test model"
+)
+
+
+def test_scope_refuses_views_outside_it(chest: medvlm.ImageContext) -> None:
+    gate = SafetyGate()
+    assert gate.check(_request(chest, "Is there an effusion?"), SCOPE) == []
+    head_ct = medvlm.ImageContext("CT", "HEAD", "3 slices", dimensions=3)
+    decisions = gate.check(_request(head_ct, "Is there a mass?"), SCOPE)
+    assert [(d.kind, d.action, d.source) for d in decisions] == [("out_of_scope", "refuse", "image 1")]
+    assert "modality CT" in decisions[0].reason and "body part HEAD" in decisions[0].reason
+    assert "3D" in decisions[0].reason and "the test model" in decisions[0].reason
+    chest_volume = medvlm.ImageContext("DX", "CHEST", "MIP", dimensions=3)
+    assert [d.action for d in gate.check(_request(chest_volume, "Is there a mass?"), SCOPE)] == ["refuse"]
+    assert gate.check(_request(head_ct, "Is there a mass?")) == []  # no scope given: no check
+
+
+def test_scope_warns_on_unknown_metadata_and_can_only_warn(chest: medvlm.ImageContext) -> None:
+    png = medvlm.ImageContext(description="a PNG")
+    decisions = SafetyGate().check(_request(png, "Is there an effusion?"), SCOPE)
+    assert [(d.kind, d.action) for d in decisions] == [("out_of_scope", "warn")]
+    assert "no modality or body part" in decisions[0].reason
+    warn_only = medvlm.ModelScope(frozenset({"CR"}), frozenset({"CHEST"}), action="warn")
+    head = medvlm.ImageContext("MR", "BRAIN")
+    assert [d.action for d in SafetyGate().check(_request(head, "Is there a mass?"), warn_only)] == ["warn"]
+    with pytest.raises(medvlm.RequestError):
+        medvlm.ModelScope(frozenset(), frozenset({"CHEST"}))
+    with pytest.raises(medvlm.RequestError):
+        medvlm.ModelScope(frozenset({"CR"}), frozenset({"CHEST"}), dimensions=frozenset({4}))
+
+
+def test_assistant_refuses_out_of_scope_before_generating() -> None:
+    backend = FakeBackend([medvlm.Generation("Yes, there is a mass.")])
+    request = medvlm.AskRequest(
+        images=[np.zeros((8, 8), np.uint8)],
+        question="Is there a mass?",
+        contexts=[medvlm.ImageContext("CT", "HEAD", "3 slices", dimensions=3)],
+        warnings=["irregular slice spacing: a slice may be missing"],
+    )
+    answer = medvlm.Assistant(backend).ask(request, medvlm.GenerationSettings(scope=SCOPE))
+    assert answer.refused and backend.calls == [] and "outside what the test model" in answer.text
+    assert answer.warnings == ["irregular slice spacing: a slice may be missing"]
