@@ -237,3 +237,21 @@ def test_compressed_frame_larger_than_header_is_refused_before_decoding(key: Pse
         dicom_view(ds, name="liar.dcm", limits=IngestLimits(), key=key)
     with pytest.raises(LimitExceededError, match="pixel limit"):
         dicom_view(ds, name="liar.dcm", limits=IngestLimits(max_pixels=1_000_000), key=key)
+
+
+@pytest.mark.parametrize("cut", [1000, 3000, 20000])
+def test_truncated_files_are_named_truncated_not_missing_attributes(
+    cut: int, tmp_path: Path, key: PseudonymKey
+) -> None:
+    # before: "has no pixel data" (cut 1000/3000) although the file simply ends early
+    path = tmp_path / "t.dcm"
+    path.write_bytes(corpus_file("CT_small.dcm").read_bytes()[:cut])
+    [r] = list(ingest_path([path], options=IngestOptions(key=key)))
+    assert r.status == "error" and "truncated or corrupt" in (r.error or ""), r.error
+    assert "no pixel data" not in (r.error or "")
+
+
+def test_a_complete_file_is_not_called_truncated(key: PseudonymKey) -> None:
+    path = corpus_file("CT_small.dcm")
+    ds = read_dataset(path, name=path.name, limits=IngestLimits())
+    assert "PixelData" in ds

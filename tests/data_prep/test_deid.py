@@ -205,3 +205,64 @@ def test_numeric_identifier_inside_a_dummy_time_is_not_a_leak(key: PseudonymKey)
     ds.ConvolutionKernel = "K000000"
     with pytest.raises(DeidError, match="survived"):
         deidentify_dataset(ds, key=key)
+
+
+def test_deid_is_idempotent_and_skips_out_inside_in(
+    key: PseudonymKey, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("RG1_UNCR.dcm", "CT_small.dcm"):
+        (src / name).write_bytes(corpus_file(name).read_bytes())
+    out = src / "out"  # OUT inside IN
+    assert main(["deid", str(src), str(out), "--json"]) == 0
+    first = [json.loads(x) for x in capfd.readouterr().out.splitlines()]
+    # a re-run must not read its own earlier output back in
+    assert main(["deid", str(src), str(out), "--json"]) == 0
+    second = [json.loads(x) for x in capfd.readouterr().out.splitlines()]
+    assert len(first) == len(second) == 2
+    assert sorted(d["output"] for d in first) == sorted(d["output"] for d in second)
+    # de-identifying de-identified output works: ANONYMIZED (LO/SH) is the profile's own value
+    assert main(["deid", str(out), str(tmp_path / "again"), "--json"]) == 0, capfd.readouterr().out
+    again = [json.loads(x) for x in capfd.readouterr().out.splitlines()]
+    assert [d["status"] for d in again] == ["ok", "ok"]
+    ds = pydicom.dcmread(again[0]["output"])
+    assert ds.PatientIdentityRemoved == "YES"
+
+
+def test_anonymized_filler_is_exempt_but_originals_are_not(key: PseudonymKey) -> None:
+    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    ds.InstitutionName = "ANONYMIZED"  # as left by an earlier run
+    ds.StationName = "ANONYMIZED"
+    deidentify_dataset(ds, key=key)  # no DeidError
+    ds.InstitutionName = "StElsewhereGen"
+    ds.ConvolutionKernel = "StElsewhereGen"  # kept by the profile: the original survives
+    with pytest.raises(DeidError, match="survived"):
+        deidentify_dataset(ds, key=key)
+
+
+@pytest.mark.parametrize("out_name", ["x.dcm", "existing-file"])
+def test_deid_out_that_is_or_looks_like_a_file_is_a_usage_error(
+    out_name: str, key: PseudonymKey, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / out_name
+    if out_name == "existing-file":
+        target.write_text("keep")
+    assert main(["deid", str(corpus_file("CT_small.dcm")), str(target)]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and err.count("\n") == 1 and "OUT must be a folder" in err
+    assert not target.is_dir()
+
+
+@pytest.mark.parametrize("cut", [1000, 3000, 20000])
+def test_deid_of_a_truncated_file_says_truncated(
+    cut: int, key: PseudonymKey, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # 1000: inside a sequence value; 3000: inside an element header; 20000: inside the pixel data
+    trunc = tmp_path / "trunc.dcm"
+    trunc.write_bytes(corpus_file("CT_small.dcm").read_bytes()[:cut])
+    out = tmp_path / "out"
+    assert main(["deid", str(trunc), str(out), "--json"]) == 1
+    [line] = [json.loads(x) for x in capfd.readouterr().out.splitlines()]
+    assert line["status"] == "error" and "truncated or corrupt" in line["error"]
+    assert not out.exists() or not any(out.rglob("*.dcm"))
