@@ -2,9 +2,12 @@
 
     .venv/bin/python benchmarks/bench_kg.py                 # core graph + 100k-node scale test
     .venv/bin/python benchmarks/bench_kg.py --scale-nodes 0 # core graph only
+    .venv/bin/python benchmarks/bench_kg.py --scale-nodes 0 \
+        --queries knowledge_graph/eval/queries_heldout.yaml         # held-out query set
 
 Core graph: model load time, index build time (fresh directory), recall@5 / negation accuracy on
-the labelled query set, and per-query latency (p50/p95 over the query set, after a warm-up),
+the labelled query set (``--queries``: the tuning set ``queries.yaml`` by default, or the held-out
+``queries_heldout.yaml``), and per-query latency (p50/p95 over the query set, after a warm-up),
 split into linking and query embedding.
 
 Scale test: a synthetic graph of N nodes (default 100,000) whose names are drawn from a 3,000-word
@@ -46,9 +49,9 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def bench_core(repeats: int, quantize: bool) -> dict[str, object]:
-    """Build, evaluate and time the packaged graph."""
-    from knowledge_graph.evaluation import evaluate, load_queries
+def bench_core(repeats: int, quantize: bool, queries_path: Path | None = None) -> dict[str, object]:
+    """Build, evaluate and time the packaged graph on one query file (the tuning set when None)."""
+    from knowledge_graph.evaluation import DEFAULT_QUERIES, evaluate, load_queries
     from knowledge_graph.graph import load_graph
     from knowledge_graph.index import MiniLMEmbedder
     from knowledge_graph.retriever import Retriever, ensure_index
@@ -64,7 +67,8 @@ def bench_core(repeats: int, quantize: bool) -> dict[str, object]:
         index = ensure_index(graph, embedder, Path(tmp))
         build_s = time.perf_counter() - t0
     retriever = Retriever(graph, index, embedder)
-    queries = load_queries()
+    queries_path = queries_path or DEFAULT_QUERIES
+    queries = load_queries(queries_path)
     report = evaluate(retriever, queries, k=5)
     by_mode = {}
     for mode in ("fallback", "never"):
@@ -75,7 +79,11 @@ def bench_core(repeats: int, quantize: bool) -> dict[str, object]:
             a = time.perf_counter()
             other.retrieve(t, k=5)
             lat.append(time.perf_counter() - a)
-        by_mode[mode] = {"recall_at_5": round(rep.recall, 4), "query_latency": percentiles(lat)}
+        by_mode[mode] = {
+            "recall_at_5": round(rep.recall, 4),
+            "negation_accuracy": round(rep.negation_accuracy, 4),
+            "query_latency": percentiles(lat),
+        }
     texts = [q.q for q in queries]
     for t in texts[:10]:
         retriever.retrieve(t)
@@ -99,6 +107,7 @@ def bench_core(repeats: int, quantize: bool) -> dict[str, object]:
         "graph_load_s": round(load_graph_s, 2),
         "model_load_s": round(model_s, 2),
         "index_build_s": round(build_s, 2),
+        "queries_file": str(queries_path),
         "queries": report.n,
         "recall_at_5": round(report.recall, 4),
         "negation_accuracy": round(report.negation_accuracy, 4),
@@ -231,6 +240,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--fp32", action="store_true", help="use the fp32 encoder instead of int8")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--queries",
+        type=Path,
+        default=None,
+        help="labelled query YAML (default: the tuning set knowledge_graph/eval/queries.yaml)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -241,7 +256,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
-    out["core"] = bench_core(args.repeats, quantize=not args.fp32)
+    out["core"] = bench_core(args.repeats, quantize=not args.fp32, queries_path=args.queries)
     if args.scale_nodes:
         out["scale"] = bench_scale(
             args.scale_nodes, max(1, args.repeats - 1), args.seed, quantize=not args.fp32

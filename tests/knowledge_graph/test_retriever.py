@@ -102,7 +102,11 @@ def test_from_vectors_rejects_mismatched_rows() -> None:
 
 
 def test_minilm_retrieval_meets_eval_targets(graph: KnowledgeGraph, minilm_cache: Path) -> None:
-    """The acceptance thresholds of issue 6 on the 120-query held-out set, with the real model."""
+    """The acceptance thresholds of issue 6 on the 120-query tuning set, with the real model.
+
+    The linker was adjusted after evaluating this set, so it is a regression target, not a
+    held-out figure; the held-out set is checked in the next test.
+    """
     from knowledge_graph.evaluation import evaluate, load_queries
 
     retriever = Retriever.from_default(minilm_cache)
@@ -110,6 +114,34 @@ def test_minilm_retrieval_meets_eval_targets(graph: KnowledgeGraph, minilm_cache
     assert report.n >= 100
     assert report.recall >= 0.95, report.failures
     assert report.negation_accuracy >= 0.95
+    assert report.false_negation_rate <= 0.05
+
+
+def test_heldout_queries_are_new_and_their_gold_nodes_retrievable(graph: KnowledgeGraph) -> None:
+    from knowledge_graph.evaluation import HELDOUT_QUERIES, load_queries
+
+    heldout = load_queries(HELDOUT_QUERIES)
+    tuning = {q.q.casefold() for q in load_queries()}
+    assert len(heldout) >= 60
+    assert [q.q for q in heldout if q.q.casefold() in tuning] == []
+    assert [q.gold for q in heldout if q.gold not in graph] == []
+    assert [q.gold for q in heldout if graph.node(q.gold).type not in RETRIEVABLE_TYPES] == []
+    kinds = {q.kind for q in heldout}
+    assert {"synonym", "abbreviation", "misspelling", "negated", "uncertain", "lay", "report"} <= kinds
+
+
+def test_minilm_retrieval_on_the_heldout_set(minilm_cache: Path) -> None:
+    """Held-out set, evaluated once on 2026-11-26: recall@5 0.935 (87/93), negation accuracy
+    1.000 (10/10), false-negation rate 0.000. The thresholds are those figures minus a margin
+    (three recall misses, one negation miss) so that a regression fails; they are not targets
+    the linker was tuned to.
+    """
+    from knowledge_graph.evaluation import HELDOUT_QUERIES, evaluate, load_queries
+
+    retriever = Retriever.from_default(minilm_cache)
+    report = evaluate(retriever, load_queries(HELDOUT_QUERIES), k=5)
+    assert report.recall >= 0.90, report.failures
+    assert report.negation_accuracy >= 0.90
     assert report.false_negation_rate <= 0.05
 
 
