@@ -439,11 +439,22 @@ def dataset_warnings(ds: Any) -> list[str]:
 
 
 def study_id_of(ds: Any, key: PseudonymKey | None) -> str | None:
-    """Pseudonymous study id from StudyInstanceUID (None without a key or a UID)."""
-    uid = str(ds.get("StudyInstanceUID", "") or "").strip()
-    if key is None or not uid:
+    """Pseudonymous study id from StudyInstanceUID.
+
+    A file without a StudyInstanceUID gets one derived from its SOPInstanceUID (or the file meta's
+    MediaStorageSOPInstanceUID), hashed under a separate prefix so that it cannot equal a real
+    study's id: such a file is a study of its own. None without a key, or with neither UID.
+    """
+    if key is None:
         return None
-    return study_pseudonym(key, uid)
+    uid = str(ds.get("StudyInstanceUID", "") or "").strip()
+    if uid:
+        return study_pseudonym(key, uid)
+    meta = getattr(ds, "file_meta", None)
+    instance = str(ds.get("SOPInstanceUID", "") or "").strip() or str(
+        (meta.get("MediaStorageSOPInstanceUID", "") if meta is not None else "") or ""
+    ).strip()
+    return study_pseudonym(key, f"instance:{instance}") if instance else None
 
 
 def dicom_view(
