@@ -21,9 +21,10 @@ import logging
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -258,6 +259,60 @@ def _records(sample: Sample, image: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+@dataclass
+class _Tally:
+    """Per-split study ids, patients, finding counts and closed-answer counts, in study order."""
+
+    splits: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    patients: dict[str, set[str]] = field(default_factory=lambda: {s: set() for s in SPLITS})
+    findings: dict[str, Counter[str]] = field(default_factory=lambda: {s: Counter() for s in SPLITS})
+    answers: dict[str, dict[str, Counter[str]]] = field(default_factory=lambda: {s: {} for s in SPLITS})
+
+    def add(self, sample: Sample) -> None:
+        """Count one study."""
+        s = sample.split
+        self.splits[s].append(sample.spec.study_id)
+        self.patients[s].add(sample.spec.patient_id)
+        self.findings[s].update(sample.spec.ids())
+        for qa in sample.qas:
+            if qa.question_type == "closed":
+                self.answers[s].setdefault(qa.template, Counter())[qa.answer] += 1
+
+    def manifest(self, *, seed: int, n: int, kinds: tuple[str, ...], size: int, dicom: bool) -> Manifest:
+        """The manifest of the counted studies (sorted, so its JSON is deterministic)."""
+        return Manifest(
+            generator_version=GENERATOR_VERSION,
+            seed=seed,
+            n=n,
+            kinds=kinds,
+            size=size,
+            dicom=dicom,
+            splits=self.splits,
+            patients={s: sorted(p) for s, p in self.patients.items()},
+            finding_counts={s: dict(sorted(c.items())) for s, c in self.findings.items()},
+            answer_counts={
+                s: {t: dict(sorted(c.items())) for t, c in sorted(a.items())}
+                for s, a in self.answers.items()
+            },
+            files={s: [f"{s}/{name}.jsonl" for name in FILES] for s in SPLITS},
+        )
+
+
+def _open_split_files(out_dir: Path, stack: ExitStack) -> dict[tuple[str, str], TextIO]:
+    """Create the split folders and open their JSONL files (closed by ``stack``).
+
+    Raises:
+        OSError: if a folder or file cannot be created.
+    """
+    handles: dict[tuple[str, str], TextIO] = {}
+    for s in SPLITS:
+        (out_dir / s).mkdir(exist_ok=True)
+        for name in FILES:
+            path = out_dir / s / f"{name}.jsonl"
+            handles[(s, name)] = stack.enter_context(path.open("w", encoding="utf-8"))
+    return handles
+
+
 def _dataset_entries(out_dir: Path) -> list[str]:
     """Names under ``out_dir`` that :func:`generate` would overwrite and that already hold data."""
     found = []
@@ -331,56 +386,28 @@ def generate(
     """
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, dicom, overwrite)
-    handles = {}
-    splits: dict[str, list[str]] = {s: [] for s in SPLITS}
-    patients: dict[str, set[str]] = {s: set() for s in SPLITS}
-    findings: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
-    answers: dict[str, dict[str, Counter[str]]] = {s: {} for s in SPLITS}
+    tally = _Tally()
+    samples = iter_samples(
+        n,
+        seed,
+        kinds,
+        size,
+        workers=workers,
+        image_dir=out_dir / "images",
+        dicom_dir=out_dir / "dicom" if dicom else None,
+    )
     try:
-        for s in SPLITS:
-            (out_dir / s).mkdir(exist_ok=True)
-            for name in FILES:
-                handles[(s, name)] = (out_dir / s / f"{name}.jsonl").open("w", encoding="utf-8")
-        for sample in iter_samples(
-            n,
-            seed,
-            kinds,
-            size,
-            workers=workers,
-            image_dir=out_dir / "images",
-            dicom_dir=out_dir / "dicom" if dicom else None,
-        ):
-            sid, s = sample.spec.study_id, sample.split
-            image = f"images/{sid}.png"
-            for name, recs in _records(sample, image).items():
-                for rec in recs:
-                    handles[(s, name)].write(json.dumps(rec, sort_keys=True) + "\n")
-            splits[s].append(sid)
-            patients[s].add(sample.spec.patient_id)
-            findings[s].update(sample.spec.ids())
-            for qa in sample.qas:
-                if qa.question_type == "closed":
-                    answers[s].setdefault(qa.template, Counter())[qa.answer] += 1
+        with ExitStack() as stack:
+            handles = _open_split_files(out_dir, stack)
+            for sample in samples:
+                image = f"images/{sample.spec.study_id}.png"
+                for name, recs in _records(sample, image).items():
+                    for rec in recs:
+                        handles[(sample.split, name)].write(json.dumps(rec, sort_keys=True) + "\n")
+                tally.add(sample)
     except OSError as e:
         raise PhantomError(f"writing the dataset to {out_dir}: {e.strerror or e}") from e
-    finally:
-        for h in handles.values():
-            h.close()
-    manifest = Manifest(
-        generator_version=GENERATOR_VERSION,
-        seed=seed,
-        n=n,
-        kinds=tuple(kinds),
-        size=size,
-        dicom=dicom,
-        splits=splits,
-        patients={s: sorted(p) for s, p in patients.items()},
-        finding_counts={s: dict(sorted(c.items())) for s, c in findings.items()},
-        answer_counts={
-            s: {t: dict(sorted(c.items())) for t, c in sorted(a.items())} for s, a in answers.items()
-        },
-        files={s: [f"{s}/{name}.jsonl" for name in FILES] for s in SPLITS},
-    )
+    manifest = tally.manifest(seed=seed, n=n, kinds=tuple(kinds), size=size, dicom=dicom)
     try:
         (out_dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
     except OSError as e:

@@ -24,11 +24,21 @@ from scipy import ndimage
 from data_prep.phantoms.spec import Finding
 
 MPP = 0.5
-_STROMA = np.array([232.0, 160.0, 196.0], dtype=np.float32)
-_NECROSIS = np.array([242.0, 196.0, 214.0], dtype=np.float32)
-_NUCLEUS = np.array([72.0, 42.0, 120.0], dtype=np.float32)
-_LUMEN = np.array([246.0, 242.0, 246.0], dtype=np.float32)
-_GLASS = np.array([244.0, 244.0, 244.0], dtype=np.float32)
+
+
+def _colour(r: float, g: float, b: float) -> np.ndarray:
+    """A read-only RGB colour (module constants must not be changed by a caller)."""
+    arr = np.array([r, g, b], dtype=np.float32)
+    arr.setflags(write=False)
+    return arr
+
+
+_STROMA = _colour(232.0, 160.0, 196.0)
+_NECROSIS = _colour(242.0, 196.0, 214.0)
+_NUCLEUS = _colour(72.0, 42.0, 120.0)
+_LUMEN = _colour(246.0, 242.0, 246.0)
+_GLASS = _colour(244.0, 244.0, 244.0)
+_PATHOLOGY_FINDINGS = frozenset({"tumor", "necrosis", "inflammation", "mitosis"})
 
 
 @dataclass
@@ -106,6 +116,100 @@ def _glands(shape: tuple[int, int], scale: float, rng: np.random.Generator) -> t
     return lumen, ring
 
 
+def _regions(
+    ids: set[str], shape: tuple[int, int], scale: float, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Disjoint blobs for necrosis, inflammation and tumour (in that order); the rest is normal."""
+    masks: dict[str, np.ndarray] = {}
+    free = np.ones(shape, dtype=bool)
+    for fid, frac in (("necrosis", 0.22), ("inflammation", 0.22), ("tumor", 0.45)):
+        if fid in ids:
+            region = _blob(shape, frac * rng.uniform(0.8, 1.2), rng, 14 * scale) & free
+            masks[fid] = region
+            free &= ~region
+    return masks, free
+
+
+def _cell_nuclei(
+    masks: dict[str, np.ndarray],
+    normal: np.ndarray,
+    lumen: np.ndarray,
+    ring: np.ndarray,
+    scale: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Nuclear stain of gland rings, stromal cells and each region's cells, ``(size, size)``."""
+    shape = normal.shape
+    nuclear = np.zeros(shape, dtype=np.float32)
+    nuclear += ring * normal
+    nuclear += _nuclei(
+        shape, 0.002 / scale**2, normal & ~lumen, (1.5 * scale, 2.5 * scale), rng
+    )  # stromal cells
+    if "tumor" in masks:
+        for sig in ((2.2, 2.8), (3.0, 3.0), (2.0, 3.8), (3.6, 2.4)):  # pleomorphic nuclei
+            nuclear += _nuclei(shape, 0.002 / scale**2, masks["tumor"], (sig[0] * scale, sig[1] * scale), rng)
+    if "inflammation" in masks:
+        nuclear += 1.3 * _nuclei(
+            shape, 0.03 / scale**2, masks["inflammation"], (1.3 * scale, 1.3 * scale), rng
+        )
+    if "necrosis" in masks:
+        nuclear += 0.7 * _nuclei(shape, 0.01 / scale**2, masks["necrosis"], (0.6 * scale, 0.6 * scale), rng)
+    return nuclear
+
+
+def _mitotic_figures(
+    where: np.ndarray, scale: float, rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """One to three condensed-chromatin figures inside ``where`` (anywhere if it is empty).
+
+    Returns:
+        The figures' stain ``(size, size)`` float32 and their ``(y, x)`` centres.
+    """
+    shape = where.shape
+    size = shape[0]
+    ys, xs = np.nonzero(where if where.any() else np.ones(shape, dtype=bool))
+    fig = np.zeros(shape, dtype=np.float32)
+    centers: list[tuple[int, int]] = []
+    for _ in range(int(rng.integers(1, 4))):
+        j = int(rng.integers(len(ys)))
+        cy, cx = int(ys[j]), int(xs[j])
+        centers.append((cy, cx))
+        for _arm in range(6):  # a clump of condensed chromatin arms
+            dy, dx = rng.normal(0, 1.8 * scale, 2)
+            y, x = int(np.clip(cy + dy, 0, size - 1)), int(np.clip(cx + dx, 0, size - 1))
+            fig[y, x] += 1.0
+    fig = ndimage.gaussian_filter(fig, 1.0 * scale) * (2 * np.pi * scale * scale) * 1.5
+    return fig, centers
+
+
+def _stain(
+    nuclear: np.ndarray,
+    lumen: np.ndarray,
+    necrosis: np.ndarray | None,
+    scale: float,
+    rng: np.random.Generator,
+    stain: tuple[float, float, float] | None,
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Eosin background, haematoxylin nuclei, lab stain factors and noise.
+
+    Returns:
+        Float RGB ``(size, size, 3)`` (not yet clipped) and the stain factors used.
+    """
+    shape = nuclear.shape
+    base = np.empty((*shape, 3), dtype=np.float32)
+    base[:] = _STROMA
+    base[lumen] = _LUMEN
+    if necrosis is not None:
+        base[necrosis] = _NECROSIS
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.5 * scale)
+    base += 10.0 * texture[..., None]
+    rgb = base * (1.0 - nuclear[..., None]) + _NUCLEUS * nuclear[..., None]
+    factors = tuple(float(v) for v in rng.uniform(0.93, 1.07, size=3)) if stain is None else stain
+    rgb *= np.asarray(factors, dtype=np.float32)  # stain variation between labs
+    rgb += rng.normal(0, 3.0, rgb.shape).astype(np.float32)
+    return rgb, (factors[0], factors[1], factors[2])
+
+
 def render_patch(
     findings: tuple[Finding, ...],
     size: int,
@@ -130,69 +234,28 @@ def render_patch(
         ValueError: on a finding that is not a pathology finding.
     """
     ids = {f.id for f in findings}
-    bad = ids - {"tumor", "necrosis", "inflammation", "mitosis"}
+    bad = ids - _PATHOLOGY_FINDINGS
     if bad:
         raise ValueError(f"cannot draw {sorted(bad)} on a pathology patch")
     shape = (size, size)
     scale = size / 256.0 if scale is None else scale
-    masks: dict[str, np.ndarray] = {}
-    free = np.ones(shape, dtype=bool)
-    for fid, frac in (("necrosis", 0.22), ("inflammation", 0.22), ("tumor", 0.45)):
-        if fid in ids:
-            region = _blob(shape, frac * rng.uniform(0.8, 1.2), rng, 14 * scale) & free
-            masks[fid] = region
-            free &= ~region
-    normal = free
+    masks, normal = _regions(ids, shape, scale, rng)
     lumen, ring = _glands(shape, scale, rng)
     lumen &= normal
-    nuclear = np.zeros(shape, dtype=np.float32)
-    nuclear += ring * normal
-    nuclear += _nuclei(
-        shape, 0.002 / scale**2, normal & ~lumen, (1.5 * scale, 2.5 * scale), rng
-    )  # stromal cells
-    if "tumor" in masks:
-        for sig in ((2.2, 2.8), (3.0, 3.0), (2.0, 3.8), (3.6, 2.4)):  # pleomorphic nuclei
-            nuclear += _nuclei(shape, 0.002 / scale**2, masks["tumor"], (sig[0] * scale, sig[1] * scale), rng)
-    if "inflammation" in masks:
-        nuclear += 1.3 * _nuclei(
-            shape, 0.03 / scale**2, masks["inflammation"], (1.3 * scale, 1.3 * scale), rng
-        )
-    if "necrosis" in masks:
-        nuclear += 0.7 * _nuclei(shape, 0.01 / scale**2, masks["necrosis"], (0.6 * scale, 0.6 * scale), rng)
+    nuclear = _cell_nuclei(masks, normal, lumen, ring, scale, rng)
     centers: list[tuple[int, int]] = []
     if "mitosis" in ids:
-        where = masks.get("tumor", normal & ~lumen)
-        ys, xs = np.nonzero(where if where.any() else np.ones(shape, dtype=bool))
-        fig = np.zeros(shape, dtype=np.float32)
-        for _ in range(int(rng.integers(1, 4))):
-            j = int(rng.integers(len(ys)))
-            cy, cx = int(ys[j]), int(xs[j])
-            centers.append((cy, cx))
-            for _arm in range(6):  # a clump of condensed chromatin arms
-                dy, dx = rng.normal(0, 1.8 * scale, 2)
-                y, x = int(np.clip(cy + dy, 0, size - 1)), int(np.clip(cx + dx, 0, size - 1))
-                fig[y, x] += 1.0
-        fig = ndimage.gaussian_filter(fig, 1.0 * scale) * (2 * np.pi * scale * scale) * 1.5
+        fig, centers = _mitotic_figures(masks.get("tumor", normal & ~lumen), scale, rng)
         masks["mitosis"] = fig > 0.5
         nuclear += 1.6 * fig
     nuclear = np.clip(nuclear, 0.0, 1.0)
-    base = np.empty((*shape, 3), dtype=np.float32)
-    base[:] = _STROMA
-    base[lumen] = _LUMEN
-    if "necrosis" in masks:
-        base[masks["necrosis"]] = _NECROSIS
-    texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.5 * scale)
-    base += 10.0 * texture[..., None]
-    rgb = base * (1.0 - nuclear[..., None]) + _NUCLEUS * nuclear[..., None]
-    factors = tuple(float(v) for v in rng.uniform(0.93, 1.07, size=3)) if stain is None else stain
-    rgb *= np.asarray(factors, dtype=np.float32)  # stain variation between labs
-    rgb += rng.normal(0, 3.0, rgb.shape).astype(np.float32)
+    rgb, factors = _stain(nuclear, lumen, masks.get("necrosis"), scale, rng, stain)
     return PatchRender(
         rgb=np.clip(rgb, 0, 255).astype(np.uint8),
         masks=masks,
         nuclear_density=nuclear,
         mitosis_centers=centers,
-        stain=(factors[0], factors[1], factors[2]),
+        stain=factors,
     )
 
 

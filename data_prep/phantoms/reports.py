@@ -7,7 +7,10 @@ character spans. Phrasing varies by template so a model cannot learn one sentenc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -72,8 +75,118 @@ def _a(word: object) -> str:
     return "an" if vowel_sound else "a"
 
 
-def _pick(rng: np.random.Generator, options: list[str]) -> str:
+def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
+
+
+# A finding's phrasings: (impression sentence, findings-section sentences to pick from).
+_Phrasings = tuple[str, tuple[str, ...]]
+
+
+def _effusion(at: Mapping[str, Any], side: str) -> _Phrasings:
+    noun = "pleural effusions" if side == "bilateral" else "pleural effusion"
+    severity = str(at["severity"])
+    templates = (
+        f"There is a {severity} {side} {noun}.",
+        f"{severity.capitalize()} {side} {noun} blunting the costophrenic angle.",
+        f"A {severity} {side} {noun} is present.",
+    )
+    options = tuple(
+        t.replace("a small bilateral", "small bilateral").replace("a large bilateral", "large bilateral")
+        for t in templates
+    )
+    return f"{severity.capitalize()} {side} {noun}.", options
+
+
+def _pneumothorax(at: Mapping[str, Any], side: str) -> _Phrasings:
+    return f"{side.capitalize()} pneumothorax.", (
+        f"There is a {side} pneumothorax.",
+        f"A {side} pneumothorax is present with a visible pleural line.",
+    )
+
+
+def _opacity(noun: str) -> Callable[[Mapping[str, Any], str], _Phrasings]:
+    def phrasings(at: Mapping[str, Any], side: str) -> _Phrasings:
+        size, zone = at["size_mm"], at["zone"]
+        return f"{size} mm {side} {zone} zone {noun}.", (
+            f"{_a(size).capitalize()} {size} mm {noun} is seen in the {side} {zone} zone.",
+            f"There is {_a(size)} {size} mm {noun} in the {side} {zone} zone.",
+        )
+
+    return phrasings
+
+
+def _consolidation(at: Mapping[str, Any], side: str) -> _Phrasings:
+    lobe = LOBES[str(at["lobe"])]
+    return f"{lobe.capitalize()} consolidation.", (
+        f"There is consolidation in the {lobe}.",
+        f"Airspace consolidation in the {lobe}.",
+    )
+
+
+def _atelectasis(at: Mapping[str, Any], side: str) -> _Phrasings:
+    return f"{side.capitalize()} basal atelectasis.", (
+        f"Plate-like atelectasis at the {side} base.",
+        f"There is {side} basal atelectasis.",
+    )
+
+
+def _edema(at: Mapping[str, Any], side: str) -> _Phrasings:
+    return "Pulmonary edema.", (
+        "Perihilar haziness and Kerley B lines consistent with pulmonary edema.",
+        "There is pulmonary edema.",
+    )
+
+
+def _cardiomegaly(at: Mapping[str, Any], side: str) -> _Phrasings:
+    return "Cardiomegaly.", ("The heart is enlarged.", "There is cardiomegaly.")
+
+
+def _ett(at: Mapping[str, Any], side: str) -> _Phrasings:
+    return "Endotracheal tube in place.", (
+        "An endotracheal tube terminates above the carina.",
+        "Endotracheal tube in satisfactory position.",
+    )
+
+
+def _hemorrhage(at: Mapping[str, Any], side: str) -> _Phrasings:
+    return f"{side.capitalize()} intracranial hemorrhage.", (
+        f"There is a hyperdense {side} intraparenchymal hemorrhage.",
+        f"A hyperdense collection in the {side} cerebral hemisphere is consistent with hemorrhage.",
+    )
+
+
+def _infarct(at: Mapping[str, Any], side: str) -> _Phrasings:
+    return f"{side.capitalize()} cerebral infarct.", (
+        f"There is a hypodense wedge-shaped area in the {side} cerebral hemisphere"
+        " consistent with an infarct.",
+        f"Hypodensity with loss of grey-white differentiation in the {side} hemisphere, an infarct.",
+    )
+
+
+def _cvc(at: Mapping[str, Any], side: str) -> _Phrasings:
+    return f"{side.capitalize()} central venous catheter in place.", (
+        f"A {side} subclavian central venous catheter terminates in the SVC.",
+        f"{side.capitalize()}-sided central venous catheter with its tip in the SVC.",
+    )
+
+
+_POSITIVE: Mapping[str, Callable[[Mapping[str, Any], str], _Phrasings]] = MappingProxyType(
+    {
+        "pleural_effusion": _effusion,
+        "pneumothorax": _pneumothorax,
+        "lung_nodule": _opacity("nodule"),
+        "lung_mass": _opacity("mass"),
+        "consolidation": _consolidation,
+        "atelectasis": _atelectasis,
+        "pulmonary_edema": _edema,
+        "cardiomegaly": _cardiomegaly,
+        "endotracheal_tube": _ett,
+        "intracranial_hemorrhage": _hemorrhage,
+        "cerebral_infarct": _infarct,
+        "central_venous_catheter": _cvc,
+    }
+)
 
 
 def positive_sentence(f: Finding, rng: np.random.Generator, *, short: bool = False) -> str:
@@ -81,128 +194,31 @@ def positive_sentence(f: Finding, rng: np.random.Generator, *, short: bool = Fal
 
     Args:
         f: the finding.
-        rng: random generator (phrasing).
+        rng: random generator (phrasing; not drawn from when ``short``).
         short: impression style (terse).
 
     Returns:
         The sentence, ending with a full stop.
+
+    Raises:
+        ValueError: for a finding without report phrasings.
     """
-    at = f.attributes
-    side = str(at.get("laterality", ""))
-    if f.id == "pleural_effusion":
-        noun = "pleural effusions" if side == "bilateral" else "pleural effusion"
-        if short:
-            return f"{str(at['severity']).capitalize()} {side} {noun}."
-        return (
-            _pick(
-                rng,
-                [
-                    f"There is a {at['severity']} {side} {noun}.",
-                    f"{str(at['severity']).capitalize()} {side} {noun} blunting the costophrenic angle.",
-                    f"A {at['severity']} {side} {noun} is present.",
-                ],
-            )
-            .replace("a small bilateral", "small bilateral")
-            .replace("a large bilateral", "large bilateral")
-        )
-    if f.id == "pneumothorax":
-        if short:
-            return f"{side.capitalize()} pneumothorax."
-        return _pick(
-            rng,
-            [
-                f"There is a {side} pneumothorax.",
-                f"A {side} pneumothorax is present with a visible pleural line.",
-            ],
-        )
-    if f.id in ("lung_nodule", "lung_mass"):
-        noun = "nodule" if f.id == "lung_nodule" else "mass"
-        if short:
-            return f"{at['size_mm']} mm {side} {at['zone']} zone {noun}."
-        return _pick(
-            rng,
-            [
-                f"{_a(at['size_mm']).capitalize()} {at['size_mm']} mm {noun} is seen"
-                f" in the {side} {at['zone']} zone.",
-                f"There is {_a(at['size_mm'])} {at['size_mm']} mm {noun} in the {side} {at['zone']} zone.",
-            ],
-        )
-    if f.id == "consolidation":
-        lobe = LOBES[str(at["lobe"])]
-        if short:
-            return f"{lobe.capitalize()} consolidation."
-        return _pick(
-            rng, [f"There is consolidation in the {lobe}.", f"Airspace consolidation in the {lobe}."]
-        )
-    if f.id == "atelectasis":
-        if short:
-            return f"{side.capitalize()} basal atelectasis."
-        return _pick(
-            rng, [f"Plate-like atelectasis at the {side} base.", f"There is {side} basal atelectasis."]
-        )
-    if f.id == "pulmonary_edema":
-        if short:
-            return "Pulmonary edema."
-        return _pick(
-            rng,
-            [
-                "Perihilar haziness and Kerley B lines consistent with pulmonary edema.",
-                "There is pulmonary edema.",
-            ],
-        )
-    if f.id == "cardiomegaly":
-        return "Cardiomegaly." if short else _pick(rng, ["The heart is enlarged.", "There is cardiomegaly."])
-    if f.id == "endotracheal_tube":
-        if short:
-            return "Endotracheal tube in place."
-        return _pick(
-            rng,
-            [
-                "An endotracheal tube terminates above the carina.",
-                "Endotracheal tube in satisfactory position.",
-            ],
-        )
-    if f.id == "intracranial_hemorrhage":
-        if short:
-            return f"{side.capitalize()} intracranial hemorrhage."
-        return _pick(
-            rng,
-            [
-                f"There is a hyperdense {side} intraparenchymal hemorrhage.",
-                f"A hyperdense collection in the {side} cerebral hemisphere is consistent with hemorrhage.",
-            ],
-        )
-    if f.id == "cerebral_infarct":
-        if short:
-            return f"{side.capitalize()} cerebral infarct."
-        return _pick(
-            rng,
-            [
-                f"There is a hypodense wedge-shaped area in the {side} cerebral hemisphere"
-                " consistent with an infarct.",
-                f"Hypodensity with loss of grey-white differentiation in the {side} hemisphere, an infarct.",
-            ],
-        )
-    if f.id == "central_venous_catheter":
-        if short:
-            return f"{side.capitalize()} central venous catheter in place."
-        return _pick(
-            rng,
-            [
-                f"A {side} subclavian central venous catheter terminates in the SVC.",
-                f"{side.capitalize()}-sided central venous catheter with its tip in the SVC.",
-            ],
-        )
-    raise ValueError(f"no report sentence for {f.id!r}")
+    phrasings = _POSITIVE.get(f.id)
+    if phrasings is None:
+        raise ValueError(f"no report sentence for {f.id!r}")
+    impression, options = phrasings(f.attributes, str(f.attributes.get("laterality", "")))
+    return impression if short else _pick(rng, options)
 
 
-NEGATIVE_SENTENCES: dict[str, tuple[str, ...]] = {
-    "cardiomegaly": ("Heart size is normal.", "The cardiac silhouette is not enlarged."),
-    "pleural_effusion": ("No pleural effusion.", "There is no pleural effusion."),
-    "pneumothorax": ("No pneumothorax.", "There is no pneumothorax."),
-    "consolidation": ("No focal consolidation.", "There is no consolidation."),
-    "pulmonary_edema": ("No pulmonary edema.", "There is no pulmonary edema."),
-}
+NEGATIVE_SENTENCES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "cardiomegaly": ("Heart size is normal.", "The cardiac silhouette is not enlarged."),
+        "pleural_effusion": ("No pleural effusion.", "There is no pleural effusion."),
+        "pneumothorax": ("No pneumothorax.", "There is no pneumothorax."),
+        "consolidation": ("No focal consolidation.", "There is no consolidation."),
+        "pulmonary_edema": ("No pulmonary edema.", "There is no pulmonary edema."),
+    }
+)
 # Order of sentences in FINDINGS: devices, heart, lungs, pleura.
 _ORDER = (
     "endotracheal_tube",
@@ -302,23 +318,29 @@ def write_report(spec: StudySpec, rng: np.random.Generator) -> Report:
     return b.build()
 
 
-_CT_NEGATIVES: dict[str, tuple[str, ...]] = {
-    "lung_nodule": ("No pulmonary nodule.", "There is no suspicious pulmonary nodule."),
-    "pleural_effusion": ("No pleural effusion.", "There is no pleural effusion."),
-    "intracranial_hemorrhage": ("No intracranial hemorrhage.", "There is no intracranial hemorrhage."),
-    "cerebral_infarct": ("No evidence of acute infarct.", "There is no acute infarct."),
-}
-_CT_NORMAL = {
-    "chest": ("The heart and mediastinum are unremarkable.", "No acute abnormality in the chest."),
-    "head": (
-        "The ventricles are normal in size. The calvarium is intact.",
-        "No acute intracranial abnormality.",
-    ),
-}
-_CT_ORDER = {
-    "chest": ("lung_nodule", "pleural_effusion"),
-    "head": ("intracranial_hemorrhage", "cerebral_infarct"),
-}
+_CT_NEGATIVES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "lung_nodule": ("No pulmonary nodule.", "There is no suspicious pulmonary nodule."),
+        "pleural_effusion": ("No pleural effusion.", "There is no pleural effusion."),
+        "intracranial_hemorrhage": ("No intracranial hemorrhage.", "There is no intracranial hemorrhage."),
+        "cerebral_infarct": ("No evidence of acute infarct.", "There is no acute infarct."),
+    }
+)
+_CT_NORMAL: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "chest": ("The heart and mediastinum are unremarkable.", "No acute abnormality in the chest."),
+        "head": (
+            "The ventricles are normal in size. The calvarium is intact.",
+            "No acute intracranial abnormality.",
+        ),
+    }
+)
+_CT_ORDER: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "chest": ("lung_nodule", "pleural_effusion"),
+        "head": ("intracranial_hemorrhage", "cerebral_infarct"),
+    }
+)
 
 
 def _ct_report(spec: StudySpec, rng: np.random.Generator) -> Report:
