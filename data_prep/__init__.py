@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "load_views": "data_prep.ingest",
+    "load_views": "data_prep.views",
     "ingest_path": "data_prep.ingest",
     "deidentify_dataset": "data_prep.deid",
     "DeidResult": "data_prep.deid",

@@ -2,7 +2,8 @@
 
 :func:`ingest_path` yields one :class:`IngestReport` per file, series or slide and never raises
 for a bad input: the error becomes the report's one-sentence ``error``. :func:`load_views` is the
-single high-level entry the app calls on any input and does raise :class:`IngestError`.
+single high-level entry the app calls on any input (it lives in :mod:`data_prep.views` and is
+re-exported here) and does raise :class:`IngestError`.
 
 Inside folders and zips, single-frame greyscale DICOM files that share a SeriesInstanceUID are
 assembled into one volume (``dicom-series``); everything else is reported file by file.
@@ -19,32 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.archive import folder_files, iter_zip
 from data_prep.dicom import captured_warnings, dicom_view, read_dataset
-from data_prep.errors import (
-    CorruptFileError,
-    EmptyInputError,
-    IngestError,
-    LimitExceededError,
-    MissingAttributeError,
-    NotDicomError,
-    PixelDataError,
-    SeriesError,
-    SlideError,
-    UnsafeArchiveError,
-    UnsupportedFormatError,
-    one_sentence,
-)
+from data_prep.entries import Entry, folder_entries, is_volume, on_disk, series_key, source_of, zip_entries
+from data_prep.errors import IngestError, one_sentence
 from data_prep.images import IMAGE_SUFFIXES, image_view
 from data_prep.pseudonym import PseudonymKey
-from data_prep.series import assemble_volume, multi_window_view, series_views
-from data_prep.slides import SLIDE_SUFFIXES, is_dicom_wsi, open_slide, slide_views
+from data_prep.series import assemble_volume, series_views
+from data_prep.slides import SLIDE_SUFFIXES, is_dicom_wsi, open_slide
 from data_prep.types import ImageView, IngestLimits, IngestReport
+from data_prep.views import load_views
 
 logger = logging.getLogger(__name__)
 
-SKIP_NAMES = frozenset({"DICOMDIR", ".DS_Store", "Thumbs.db"})
-
+__all__ = ["IngestOptions", "ingest_path", "load_views"]  # load_views lives in data_prep.views
 
 @dataclass(frozen=True)
 class IngestOptions:
@@ -62,21 +50,6 @@ class IngestOptions:
     limits: IngestLimits = field(default_factory=IngestLimits)
     key: PseudonymKey | None = None
     hide_source: bool = False
-
-
-@dataclass
-class _Entry:
-    """One input file: a path on disk, or bytes from a zip member."""
-
-    source: str
-    name: str
-    path: Path | None = None
-    data: bytes | None = None
-    error: IngestError | None = None
-
-    @property
-    def suffix(self) -> str:
-        return Path(self.name).suffix.lower()
 
 
 def _error_report(source: str, error: BaseException, kind: Any = None) -> IngestReport:
@@ -150,7 +123,7 @@ class _Ingestor:
         )
 
     def series_report(
-        self, source: str, members: Sequence[tuple[_Entry, Any]], notes: Sequence[str]
+        self, source: str, members: Sequence[tuple[Entry, Any]], notes: Sequence[str]
     ) -> Iterator[IngestReport]:
         """One report for the series, preceded by an error report per slice left out."""
         o = self.options
@@ -193,7 +166,7 @@ class _Ingestor:
             },
         )
 
-    def slide_report(self, entry: _Entry, path: Path | Sequence[Path]) -> IngestReport:
+    def slide_report(self, entry: Entry, path: Path | Sequence[Path]) -> IngestReport:
         o = self.options
         try:
             with open_slide(path, limits=o.limits) as reader:
@@ -230,7 +203,7 @@ class _Ingestor:
             },
         )
 
-    def image_report(self, entry: _Entry) -> IngestReport:
+    def image_report(self, entry: Entry) -> IngestReport:
         o = self.options
         src: Path | bytes = entry.data if entry.data is not None else entry.path  # type: ignore[assignment]
         try:
@@ -249,10 +222,10 @@ class _Ingestor:
         )
 
     def entries_reports(
-        self, entries: Sequence[_Entry], group_label: str, tmp: Path
+        self, entries: Sequence[Entry], group_label: str, tmp: Path
     ) -> Iterator[IngestReport]:
         """Reports for a collection: non-DICOM first-come, DICOM grouped into series."""
-        dicoms: list[tuple[_Entry, Any, list[str]]] = []
+        dicoms: list[tuple[Entry, Any, list[str]]] = []
         wsi: dict[str, list[Path]] = {}
         for entry in entries:
             if entry.error is not None:
@@ -261,42 +234,42 @@ class _Ingestor:
             if entry.suffix == ".zip" and entry.path is not None:  # a zip in a folder; never a zip in a zip
                 try:
                     yield from self.entries_reports(
-                        _zip_entries(entry.path, self.options.limits), entry.source, tmp
+                        zip_entries(entry.path, self.options.limits), entry.source, tmp
                     )
                 except IngestError as e:
                     yield _error_report(entry.source, e)
             elif entry.suffix in SLIDE_SUFFIXES:
-                yield self.slide_report(entry, _on_disk(entry, tmp))
+                yield self.slide_report(entry, on_disk(entry, tmp))
             elif entry.suffix in IMAGE_SUFFIXES:
                 yield self.image_report(entry)
             else:
                 notes: list[str] = []
                 try:
                     with captured_warnings(notes):
-                        ds = read_dataset(_source_of(entry), name=entry.name, limits=self.options.limits)
+                        ds = read_dataset(source_of(entry), name=entry.name, limits=self.options.limits)
                 except IngestError as e:
                     yield _error_report(entry.source, e, "dicom")
                     continue
                 if is_dicom_wsi(ds):  # levels of one slide are separate instances of one series
                     series = str(ds.get("SeriesInstanceUID", "") or entry.source)
-                    wsi.setdefault(series, []).append(_on_disk(entry, tmp))
+                    wsi.setdefault(series, []).append(on_disk(entry, tmp))
                     continue
                 dicoms.append((entry, ds, notes))
         for n, files in enumerate(wsi.values()):
             source = group_label if len(entries) == 1 else f"{group_label}#slide-{n + 1}"
-            yield self.slide_report(_Entry(source, Path(source).name), files)
+            yield self.slide_report(Entry(source, Path(source).name), files)
         yield from self._grouped(dicoms, group_label)
 
     def _grouped(
-        self, dicoms: list[tuple[_Entry, Any, list[str]]], group_label: str
+        self, dicoms: list[tuple[Entry, Any, list[str]]], group_label: str
     ) -> Iterator[IngestReport]:
         groups: dict[str, list[int]] = {}
         for i, (_, ds, _) in enumerate(dicoms):
-            uid = _series_key(ds)
+            uid = series_key(ds)
             if uid is not None:
                 groups.setdefault(uid, []).append(i)
         in_series: dict[int, int] = {}
-        series_list = [idx for idx in groups.values() if _is_volume([dicoms[i][1] for i in idx])]
+        series_list = [idx for idx in groups.values() if is_volume([dicoms[i][1] for i in idx])]
         for n, idx in enumerate(series_list):
             for i in idx:
                 in_series[i] = n
@@ -313,70 +286,6 @@ class _Ingestor:
             notes_all = list(dict.fromkeys(w for j in idx for w in dicoms[j][2]))
             members = [(dicoms[j][0], dicoms[j][1]) for j in idx]
             yield from self.series_report(f"{group_label}#series-{n + 1}", members, notes_all)
-
-
-def _series_key(ds: Any) -> str | None:
-    """The SeriesInstanceUID of a single-frame greyscale image with pixel data, else None."""
-    try:
-        if "PixelData" not in ds or int(ds.get("NumberOfFrames", 1) or 1) != 1:
-            return None
-        if str(ds.get("PhotometricInterpretation", "")).upper() not in ("MONOCHROME1", "MONOCHROME2"):
-            return None
-        uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
-        return uid or None
-    except (TypeError, ValueError):
-        return None
-
-
-def _is_volume(datasets: Sequence[Any]) -> bool:
-    """At least two distinct instances of one size: a stack of slices, not re-encodings of one image."""
-    if len(datasets) < 2:
-        return False
-    sop = [str(ds.get("SOPInstanceUID", "") or "") for ds in datasets]
-    if len(set(sop)) != len(sop):
-        return False
-    sizes = {(ds.get("Rows"), ds.get("Columns")) for ds in datasets}
-    return len(sizes) == 1
-
-
-def _source_of(entry: _Entry) -> Path | bytes:
-    if entry.data is not None:
-        return entry.data
-    assert entry.path is not None
-    return entry.path
-
-
-def _on_disk(entry: _Entry, tmp: Path) -> Path:
-    """A path for backends that need a file (zip members are written under a private temp dir)."""
-    if entry.path is not None:
-        return entry.path
-    target = tmp / f"member-{abs(hash(entry.source)) % 10**8}{entry.suffix}"
-    target.write_bytes(entry.data or b"")
-    return target
-
-
-def _folder_entries(folder: Path) -> list[_Entry]:
-    entries = []
-    for p in folder_files(folder):
-        if p.name in SKIP_NAMES:
-            continue
-        if p.is_symlink():
-            entries.append(
-                _Entry(str(p), p.name, error=IngestError(f"{p.name} is a symbolic link and was skipped"))
-            )
-        elif p.is_file():
-            entries.append(_Entry(str(p), p.name, path=p))
-    return entries
-
-
-def _zip_entries(path: Path, limits: IngestLimits) -> list[_Entry]:
-    entries = []
-    for m in iter_zip(path, limits=limits):
-        base = Path(m.name).name
-        if base in SKIP_NAMES or base.startswith("."):
-            continue
-        entries.append(_Entry(f"{path}!{m.name}", base, data=m.data, error=m.error))
-    return entries
 
 
 def ingest_path(paths: Sequence[Path], *, options: IngestOptions | None = None) -> Iterator[IngestReport]:
@@ -405,19 +314,19 @@ def _path_reports(ing: _Ingestor, path: Path, tmp: Path) -> Iterator[IngestRepor
         if path.is_symlink() and not path.exists():
             raise IngestError(f"{path.name} is a broken symbolic link")
         if path.is_dir():
-            entries = _folder_entries(path)
+            entries = folder_entries(path)
             if not entries:
                 raise IngestError(f"{path.name} is an empty folder")
             yield from ing.entries_reports(entries, source, tmp)
         elif not path.exists():
             raise IngestError(f"{path.name} does not exist")
         elif path.suffix.lower() == ".zip":
-            entries = _zip_entries(path, ing.options.limits)
+            entries = zip_entries(path, ing.options.limits)
             if not entries:
                 raise IngestError(f"{path.name} holds no files")
             yield from ing.entries_reports(entries, source, tmp)
         else:
-            yield from ing.entries_reports([_Entry(source, path.name, path=path)], source, tmp)
+            yield from ing.entries_reports([Entry(source, path.name, path=path)], source, tmp)
     except IngestError as e:
         yield _error_report(source, e)
     except Exception as e:  # one bad input must not stop the run; logged with its type only
@@ -452,196 +361,3 @@ def _pseudonymous(report: IngestReport, path: Path, label: str) -> IngestReport:
         error=scrub(report.error) if report.error else report.error,
         warnings=tuple(scrub(w) for w in report.warnings),
     )
-
-
-def load_views(
-    path: Path,
-    *,
-    preset: str | None = None,
-    frame: int | None = None,
-    max_tiles: int = 8,
-    limits: IngestLimits | None = None,
-    key: PseudonymKey | None = None,
-) -> list[ImageView]:
-    """Load any input as the views a model should see.
-
-    A DICOM file gives its windowed frame (plus, for CT, a lung/mediastinum/bone RGB view); a
-    folder or zip of slices gives key slice, montage, MIP (and CT multi-window) per series; a slide
-    gives its thumbnail then the top ``max_tiles`` tissue tiles at 0.5 µm/px; a PNG/JPEG gives
-    itself.
-
-    Args:
-        path: a DICOM file, a series folder or zip, a slide, or a plain image.
-        preset: CT window preset (``lung``, ``mediastinum``, ``bone``, ``brain``, ``abdomen``, ``stroke``).
-        frame: zero-based frame of a multi-frame DICOM (middle frame when None).
-        max_tiles: tiles taken from a slide.
-        limits: size caps (defaults when None).
-        key: pseudonymisation key for ``study_id``, resolved once by the entry point
-            (:func:`data_prep.pseudonym.resolve_key`); None gives views without a study id.
-
-    Returns:
-        The views, never empty. For a folder or zip, every view's ``warnings`` also says which
-        members were left out and why, by position ("file 3 of 5 …"), never by name.
-
-    Raises:
-        IngestError: the input cannot be read (the first error of a collection), or a folder or
-            zip holds more than one study (different StudyInstanceUIDs).
-        ValueError: bad ``preset`` or ``frame``.
-    """
-    limits = limits or IngestLimits()
-    suffix = path.suffix.lower()
-    if path.is_file() and suffix in SLIDE_SUFFIXES:
-        try:
-            return slide_views(path, max_tiles=max_tiles, limits=limits)
-        except IngestError:
-            if suffix not in (".tif", ".tiff"):
-                raise
-            return [image_view(path, name=path.name, limits=limits)]
-    if path.is_file() and suffix in IMAGE_SUFFIXES:
-        return [image_view(path, name=path.name, limits=limits)]
-    if path.is_file() and suffix != ".zip":
-        notes: list[str] = []
-        with captured_warnings(notes):
-            ds = read_dataset(path, name=path.name, limits=limits)
-        if is_dicom_wsi(ds):
-            return slide_views([path], max_tiles=max_tiles, limits=limits)
-        view, decoded = dicom_view(ds, name=path.name, limits=limits, key=key, preset=preset, frame=frame)
-        view = replace(view, warnings=tuple(dict.fromkeys([*view.warnings, *notes])))
-        views = [view]
-        if view.modality == "CT" and view.pixels.ndim == 2 and decoded.stored.ndim == 2:
-            from data_prep.dicom import frame_attributes
-            from data_prep.windowing import modality_lut
-
-            hu, _ = modality_lut(decoded.stored, frame_attributes(ds, decoded.index))
-            views.append(
-                multi_window_view(
-                    np.asarray(hu),
-                    description_prefix=f"DICOM CT frame {decoded.index + 1} of {decoded.frames}",
-                    modality="CT",
-                    body_part=view.body_part,
-                    kind="dicom",
-                    study_id=view.study_id,
-                    warnings=view.warnings,
-                )
-            )
-        return views
-    return _collection_views(path, preset=preset, frame=frame, max_tiles=max_tiles, limits=limits, key=key)
-
-
-_SKIP_REASONS: tuple[tuple[type[IngestError], str], ...] = (
-    (CorruptFileError, "it is truncated or corrupt"),
-    (NotDicomError, "it is not a DICOM file or a supported image"),
-    (EmptyInputError, "it is empty"),
-    (UnsafeArchiveError, "it was refused as unsafe"),
-    (LimitExceededError, "it is over a size limit"),
-    (UnsupportedFormatError, "its format or codec is not supported"),
-    (MissingAttributeError, "it lacks an attribute needed to show it"),
-    (PixelDataError, "its pixel data could not be decoded"),
-    (SlideError, "the slide could not be read"),
-    (SeriesError, "its slices could not be assembled"),
-)
-
-
-def _skip_warning(position: str, error: IngestError) -> str:
-    """One PHI-free sentence for a member left out: its position and the kind of failure, no name."""
-    reason = next((text for cls, text in _SKIP_REASONS if isinstance(error, cls)), "it could not be read")
-    return f"{position} was left out because {reason}."
-
-
-@dataclass
-class _Collected:
-    """What a folder or zip held, before decoding: readable parts by kind, and what was skipped."""
-
-    views: list[ImageView] = field(default_factory=list)
-    datasets: dict[str, list[tuple[int, str, Any]]] = field(default_factory=dict)
-    wsi: dict[str, list[Path]] = field(default_factory=dict)
-    studies: set[str] = field(default_factory=set)
-    skipped: list[str] = field(default_factory=list)
-    first_error: IngestError | None = None
-
-    def skip(self, position: str, error: IngestError) -> None:
-        self.skipped.append(_skip_warning(position, error))
-        self.first_error = self.first_error or error
-
-
-def _collect(entries: Sequence[_Entry], tmp: Path, *, max_tiles: int, limits: IngestLimits) -> _Collected:
-    """Read every member once: plain images and slides become views, DICOM data sets are grouped."""
-    found = _Collected()
-    total = len(entries)
-    for number, entry in enumerate(entries, start=1):
-        try:
-            if entry.error is not None:
-                raise entry.error
-            if entry.suffix in SLIDE_SUFFIXES:
-                found.views += slide_views(_on_disk(entry, tmp), max_tiles=max_tiles, limits=limits)
-            elif entry.suffix in IMAGE_SUFFIXES:
-                found.views.append(image_view(_source_of(entry), name=entry.name, limits=limits))
-            else:
-                with captured_warnings([]):
-                    ds = read_dataset(_source_of(entry), name=entry.name, limits=limits)
-                study = str(ds.get("StudyInstanceUID", "") or "").strip()
-                if study:
-                    found.studies.add(study)
-                if is_dicom_wsi(ds):
-                    series = str(ds.get("SeriesInstanceUID", ""))
-                    found.wsi.setdefault(series, []).append(_on_disk(entry, tmp))
-                    continue
-                uid = _series_key(ds) or f"single:{entry.source}"
-                found.datasets.setdefault(uid, []).append((number, entry.name, ds))
-        except IngestError as e:
-            found.skip(f"file {number} of {total}", e)
-    return found
-
-
-def _collection_views(
-    path: Path,
-    *,
-    preset: str | None,
-    frame: int | None,
-    max_tiles: int,
-    limits: IngestLimits,
-    key: PseudonymKey | None,
-) -> list[ImageView]:
-    """Views of a folder or zip that holds one study; members left out become warnings on every view."""
-    if path.is_dir():
-        entries = _folder_entries(path)
-    elif path.is_file():
-        entries = _zip_entries(path, limits)
-    else:
-        raise IngestError(f"{path.name} does not exist")
-    total = len(entries)
-    with tempfile.TemporaryDirectory(prefix="medvlm-views-") as tmpdir:
-        found = _collect(entries, Path(tmpdir), max_tiles=max_tiles, limits=limits)
-        if len(found.studies) > 1:
-            raise IngestError(
-                f"{path.name} holds {len(found.studies)} studies; ask about one of them at a time"
-            )
-        for n, files in enumerate(found.wsi.values(), start=1):
-            try:
-                found.views += slide_views(files, max_tiles=max_tiles, limits=limits)
-            except IngestError as e:
-                found.skip(f"slide {n}", e)
-    views = found.views
-    groups: list[list[tuple[int, str, Any]]] = []
-    for group in found.datasets.values():
-        groups.extend([group] if _is_volume([ds for _, _, ds in group]) else [[item] for item in group])
-    for n, group in enumerate(groups, start=1):
-        try:
-            if len(group) >= 2:
-                volume = assemble_volume(
-                    [ds for _, _, ds in group], name=f"series {n}", limits=limits, key=key, skip_bad=True
-                )
-                views += series_views(volume, preset=preset, name=f"series {n}")
-                for index, error in volume.dropped:
-                    found.skip(f"file {group[index][0]} of {total}", error)
-            else:
-                _, name, ds = group[0]
-                view, _ = dicom_view(ds, name=name, limits=limits, key=key, preset=preset, frame=frame)
-                views.append(view)
-        except IngestError as e:
-            found.skip(f"file {group[0][0]} of {total}" if len(group) == 1 else f"series {n}", e)
-    if not views:
-        raise found.first_error or MissingAttributeError(f"{path.name} holds no readable images")
-    if not found.skipped:
-        return views
-    return [replace(v, warnings=tuple(dict.fromkeys([*v.warnings, *found.skipped]))) for v in views]
