@@ -5,7 +5,12 @@ this module only collects them. Registrars must stay cheap to import: heavy impo
 transformers, openslide) happen inside the handlers. ``training.cli`` is reached only from here,
 the one place allowed to import ``training`` (see docs/ARCHITECTURE.md).
 
-Exit codes: 0 success, 1 a failed input or check, 2 a usage error.
+Exit codes: 0 success, 1 a failed input or check, 2 a usage error. An unexpected exception in a
+handler becomes one sentence on stderr and exit code 1; its traceback is logged only under ``-v``.
+
+``main`` is also where offline mode is enforced for every command: ``HF_HUB_OFFLINE``,
+``TRANSFORMERS_OFFLINE`` and ``HF_HUB_DISABLE_PROGRESS_BARS`` are set (unless already set) before
+any handler runs; the libraries themselves pass ``local_files_only=True``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +30,13 @@ REGISTRARS: tuple[str, ...] = (
     "app.commands.builtin",
     "training.cli",
 )
+OFFLINE_ENV: tuple[tuple[str, str], ...] = (
+    ("HF_HUB_OFFLINE", "1"),
+    ("TRANSFORMERS_OFFLINE", "1"),
+    ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+)
+
+logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    code: int = func(args)
+    for name, value in OFFLINE_ENV:
+        os.environ.setdefault(name, value)
+    try:
+        code: int = func(args)
+    except KeyboardInterrupt:
+        print(f"medvlm: {args.command} interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # last resort: one sentence, never a traceback unless -v
+        logger.info("unexpected failure in %s", args.command, exc_info=True)
+        print(
+            f"medvlm: internal error in {args.command}: {type(e).__name__}; rerun with -v for details",
+            file=sys.stderr,
+        )
+        return 1
     return code
 
 

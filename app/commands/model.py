@@ -1,26 +1,31 @@
 """Subcommands ``ask`` and ``serve-api``: wiring data_prep, knowledge_graph and medvlm.
 
-``medvlm ask IMAGE_OR_STUDY "question"`` reads the input with ``data_prep.load_views``, retrieves
-cited facts with ``knowledge_graph.retriever.Retriever``, and answers with a local model (or an
-OpenAI-compatible server with ``--server``). ``medvlm serve-api`` serves a local model through the
-OpenAI chat-completions API. Heavy imports happen inside the handlers.
+``medvlm ask IMAGE_OR_STUDY "question"`` reads the input with ``data_prep.load_views``, checks the
+model (or server), retrieves cited facts with ``knowledge_graph.retriever.Retriever``, and answers
+with a local model (or an OpenAI-compatible server with ``--server``). ``medvlm serve-api`` serves
+a local model through the OpenAI chat-completions API. Heavy imports happen inside the handlers.
 
-Exit codes: 0 answered, 1 a failed input / load / server, or a request the safety gate refused.
+API keys never come from the command line (it shows in ``ps``): ``$MEDVLM_API_KEY`` or
+``--api-key-file PATH``.
+
+Exit codes: 0 answered, 1 a failed input / load / server, or a request the safety gate refused,
+2 a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from medvlm import Answer, AskRequest, ImageContext, KnowledgeFact
+    from medvlm import Answer, AskRequest, KnowledgeFact, ModelScope
 
 logger = logging.getLogger(__name__)
 
@@ -28,23 +33,52 @@ BUNDLED_CHEST_XRAY = "RG1_UNCR.dcm"  # real PA chest radiograph in the pydicom t
 SYNTHETIC_NOTICE = "Built-in model: trained on synthetic data only. Research software, not for clinical use."
 RESEARCH_NOTICE = "Research software, not for clinical use."
 MAX_FACTS = 8  # facts offered to the model; more crowd a small model's context
+API_KEY_ENV = "MEDVLM_API_KEY"
+# The built-in model's training data: synthetic PA chest radiographs (CR / DX), single 2D images.
+BUILTIN_MODALITIES = frozenset({"CR", "DX"})
+BUILTIN_BODY_PARTS = frozenset({"CHEST"})
+
+
+class UsageError(Exception):
+    """A command-line argument is wrong (exit code 2)."""
+
+
+class StepError(Exception):
+    """A step of ``ask`` / ``serve-api`` failed (exit code 1); the message names the step."""
 
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """Which model answers: folder, adapter, and version overrides for the built-in model."""
+    """Which model answers: folder, adapter, versions and scope (the built-in model's)."""
 
     model_dir: Path
     adapter_dir: Path | None
     model_version: str | None = None
     adapter_version: str | None = None
     builtin: bool = False
+    scope: ModelScope | None = None
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1.
+
+    Raises:
+        argparse.ArgumentTypeError: for anything else (argparse turns it into exit code 2).
+    """
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from e
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def register(sub: Any) -> None:
     """Add the model subcommands to the top-level subparsers."""
     ask = sub.add_parser(
         "ask",
+        allow_abbrev=False,  # "--api-key K" must not pass as "--api-key-file K"
         help="answer a question about an image or study with a local VLM",
         description="Answer a question about an image, DICOM file/series or slide, with grounding checks.",
     )
@@ -53,11 +87,11 @@ def register(sub: Any) -> None:
     ask.add_argument(
         "--bundled-chest-xray",
         action="store_true",
-        help=f"use the real chest radiograph {BUNDLED_CHEST_XRAY} shipped with pydicom-data",
+        help=f"use the real chest radiograph {BUNDLED_CHEST_XRAY} shipped with pydicom-data (no INPUT)",
     )
     _model_args(ask)
     ask.add_argument("--server", help="OpenAI-compatible server URL (vLLM, SGLang, medvlm serve-api)")
-    ask.add_argument("--api-key", default=os.environ.get("MEDVLM_API_KEY"), help="server API key")
+    _api_key_arg(ask, "server API key")
     ask.add_argument("--timeout", type=float, default=120.0, help="server timeout in seconds")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     ask.add_argument("--no-kg", action="store_true", help="do not retrieve knowledge-graph facts")
@@ -74,24 +108,30 @@ def register(sub: Any) -> None:
         default=True,
         help="check the answer against blank images (default: on)",
     )
-    ask.add_argument("--max-new-tokens", type=int, default=64)
+    ask.add_argument("--max-new-tokens", type=positive_int, default=64)
     ask.add_argument("--abstain-threshold", type=float, default=0.6)
     ask.set_defaults(func=ask_handler)
 
     serve = sub.add_parser(
         "serve-api",
+        allow_abbrev=False,
         help="serve a local model through the OpenAI chat-completions API",
-        description="Serve /v1/models and /v1/chat/completions (stream too) for a local model.",
+        description=(
+            "Serve /v1/models and /v1/chat/completions (stream too) for a local model. "
+            "A non-loopback --host needs an API key."
+        ),
     )
     _model_args(serve)
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument(
-        "--api-key",
-        default=os.environ.get("MEDVLM_API_KEY"),
-        help="require this bearer key (default: $MEDVLM_API_KEY)",
-    )
+    _api_key_arg(serve, "require this bearer key")
     serve.add_argument("--name", help="model id listed by /v1/models (default: the model version)")
+    serve.add_argument(
+        "--max-image-pixels",
+        type=positive_int,
+        default=50_000_000,
+        help="largest image (width x height) a request may send (default 50 MP)",
+    )
     serve.set_defaults(func=serve_handler)
 
 
@@ -99,33 +139,106 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="local model folder (default: the built-in model)")
     parser.add_argument("--adapter", type=Path, help="LoRA adapter folder")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 is fastest on 2 cores)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="CPU threads (1 is fastest on 2 cores)"
+    )
+
+
+def _api_key_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="PATH",
+        help=f"file holding the {what} (default: ${API_KEY_ENV}); never pass a key on the command line",
+    )
+
+
+def read_api_key(key_file: Path | None) -> str | None:
+    """The API key from ``--api-key-file`` or ``$MEDVLM_API_KEY`` (None when neither is set).
+
+    Raises:
+        UsageError: when the file cannot be read or is empty.
+    """
+    if key_file is None:
+        return os.environ.get(API_KEY_ENV) or None
+    try:
+        key = key_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read the API key file ({type(e).__name__})") from e
+    if not key:
+        raise UsageError("the API key file is empty")
+    return key
+
+
+def builtin_scope(prepared: Any) -> ModelScope:
+    """The built-in model's scope: ``prepared.scope`` when training declares one, else CR/DX chest 2D."""
+    from medvlm import ModelScope
+
+    declared = getattr(prepared, "scope", None)
+    if isinstance(declared, ModelScope):
+        return declared
+    return ModelScope(
+        modalities=BUILTIN_MODALITIES,
+        body_parts=BUILTIN_BODY_PARTS,
+        dimensions=frozenset({2}),
+        action="refuse",
+        name="the built-in model",
+    )
 
 
 def choose_model(model: Path | None, adapter: Path | None) -> ModelChoice:
     """The model to load: the given folder, or the built-in model prepared under $MEDVLM_HOME.
 
+    The folder is checked (``medvlm.loading.check_model_dir``) without loading anything.
+
     Raises:
-        RuntimeError: when no model is given and the built-in model cannot be prepared.
+        StepError: when the folder is not a loadable model, or no model is given and the built-in
+            model cannot be prepared.
     """
-    if model is not None:
-        return ModelChoice(model_dir=model, adapter_dir=adapter)
+    from medvlm import MedVLMError
+    from medvlm.loading import check_model_dir
+
+    if model is None:
+        try:
+            from medvlm.builtin import prepare
+
+            built = prepare()
+        except RuntimeError as e:  # BuiltinError: its message names the step
+            raise StepError(f"preparing the built-in model failed: {e}") from e
+        except (ImportError, OSError) as e:
+            raise StepError(f"preparing the built-in model failed ({type(e).__name__})") from e
+        choice = ModelChoice(
+            model_dir=built.model_dir,
+            adapter_dir=adapter or built.adapter_dir,
+            model_version=built.model_version,
+            adapter_version=None if adapter else built.adapter_version,
+            builtin=bool(built.synthetic_only),
+            scope=builtin_scope(built),
+        )
+    else:
+        choice = ModelChoice(model_dir=model, adapter_dir=adapter)
     try:
-        from medvlm.builtin import prepare
-    except ImportError as e:
-        raise RuntimeError(f"no --model given and the built-in model is not available ({e})") from e
-    built = prepare()
-    return ModelChoice(
-        model_dir=built.model_dir,
-        adapter_dir=adapter or built.adapter_dir,
-        model_version=built.model_version,
-        adapter_version=None if adapter else built.adapter_version,
-        builtin=bool(built.synthetic_only),
-    )
+        check_model_dir(Path(choice.model_dir).expanduser())
+    except MedVLMError as e:
+        raise StepError(str(e)) from e
+    return choice
+
+
+def quiet_hugging_face() -> None:
+    """No download / weight-loading progress bars from transformers or huggingface_hub."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
 
 
 def load_backend(choice: ModelChoice, device: str, threads: int) -> Any:
-    """Load the chosen model into an ``InProcessBackend`` (built-in versions kept as shipped)."""
+    """Load the chosen model into an ``InProcessBackend`` (built-in versions kept as shipped).
+
+    Raises:
+        MedVLMError: when the model or adapter cannot be loaded.
+    """
+    quiet_hugging_face()
     import medvlm
     from medvlm.adapters import AdapterSet
     from medvlm.backends import InProcessBackend
@@ -141,7 +254,11 @@ def load_backend(choice: ModelChoice, device: str, threads: int) -> Any:
 
 
 def views_to_request(views: list[Any], question: str, facts: list[KnowledgeFact]) -> AskRequest:
-    """Convert ``data_prep.ImageView``s (pixels, modality, body_part, kind, description) to a request."""
+    """Convert ``data_prep.ImageView``s (pixels, modality, body_part, kind, description, warnings).
+
+    A view from a series (``kind == "dicom-series"``) counts as 3D for the model scope. The views'
+    warnings travel in ``AskRequest.warnings`` (each once, in order).
+    """
     from medvlm import AskRequest, ImageContext
 
     contexts: list[ImageContext] = [
@@ -149,55 +266,61 @@ def views_to_request(views: list[Any], question: str, facts: list[KnowledgeFact]
             modality=getattr(v, "modality", None) or None,
             body_part=getattr(v, "body_part", None) or None,
             description=str(getattr(v, "description", "") or getattr(v, "kind", "") or ""),
+            dimensions=3 if getattr(v, "kind", "") == "dicom-series" else 2,
         )
         for v in views
     ]
-    return AskRequest(images=[v.pixels for v in views], question=question, contexts=contexts, facts=facts)
+    warnings = list(dict.fromkeys(str(w) for v in views for w in (getattr(v, "warnings", ()) or ())))
+    return AskRequest(
+        images=[v.pixels for v in views], question=question, contexts=contexts, facts=facts, warnings=warnings
+    )
 
 
 def load_input(path: Path) -> list[Any]:
     """Views of an input through ``data_prep.load_views`` (owned by the ingestion package).
 
     Raises:
-        RuntimeError: when data_prep cannot read it or has no ``load_views`` yet.
+        StepError: when data_prep cannot read it or has no ``load_views`` yet.
     """
     try:
         from data_prep.errors import IngestError
         from data_prep.ingest import load_views
     except ImportError as e:
-        raise RuntimeError(f"data_prep.load_views is not available yet ({e})") from e
+        raise StepError(f"data_prep.load_views is not available ({type(e).__name__})") from e
     try:
         views: list[Any] = load_views(path)
     except IngestError as e:
-        raise RuntimeError(f"reading {path.name}: {e}") from e
+        raise StepError(f"reading the input: {e}") from e
+    except (OSError, ValueError) as e:
+        raise StepError(f"reading the input failed ({type(e).__name__})") from e
     if not views:
-        raise RuntimeError(f"no image could be read from {path.name}")
+        raise StepError("no image could be read from the input")
     return views
 
 
 def retrieve_facts(question: str, limit: int = MAX_FACTS) -> list[KnowledgeFact]:
     """Cited facts for the question from the knowledge graph (``Retriever.from_default``).
 
-    A missing or broken knowledge graph does not block the answer: a warning goes to stderr and
-    the model answers without facts.
+    Returns:
+        Up to ``limit`` facts with unique, citable ids.
+
+    Raises:
+        StepError: when the knowledge graph is missing or broken (the caller answers without
+            facts and says so).
     """
     from medvlm import KnowledgeFact
 
     try:
         from knowledge_graph.retriever import Retriever
-    except ImportError:
-        print(
-            "medvlm ask: knowledge_graph.retriever is not available; answering without facts", file=sys.stderr
-        )
-        return []
+    except ImportError as e:
+        raise StepError("knowledge_graph.retriever is not available; answered without facts") from e
     try:
         retrieval = Retriever.from_default().retrieve(question, k=5)
     except Exception as e:  # KgError and index/embedder failures: degrade, never block the answer
-        print(
-            f"medvlm ask: knowledge retrieval failed ({type(e).__name__}: {e}); answering without facts",
-            file=sys.stderr,
-        )
-        return []
+        logger.info("knowledge retrieval failed", exc_info=True)
+        raise StepError(
+            f"knowledge retrieval failed ({type(e).__name__}); answered without facts"
+        ) from e
     facts: list[KnowledgeFact] = []
     seen: set[str] = set()
     for f in retrieval.facts[:limit]:
@@ -210,8 +333,17 @@ def retrieve_facts(question: str, limit: int = MAX_FACTS) -> list[KnowledgeFact]
     return facts
 
 
-def answer_json(answer: Answer, facts: list[KnowledgeFact], notice: str) -> dict[str, Any]:
-    """The ``--json`` object of ``medvlm ask``."""
+def answer_json(
+    answer: Answer, facts: list[KnowledgeFact], notice: str, warnings: list[str] | None = None
+) -> dict[str, Any]:
+    """The ``--json`` object of ``medvlm ask``.
+
+    Args:
+        answer: the model layer's answer.
+        facts: the facts offered to the model.
+        notice: the research / synthetic-data notice.
+        warnings: warnings of the command itself (knowledge graph unavailable), after the answer's.
+    """
     return {
         "answer": answer.text,
         "model": answer.model.model_version,
@@ -220,6 +352,7 @@ def answer_json(answer: Answer, facts: list[KnowledgeFact], notice: str) -> dict
         "confidence": answer.confidence,
         "abstained": answer.abstained,
         "refused": answer.refused,
+        "warnings": [*answer.warnings, *(warnings or [])],
         "safety": [asdict(d) for d in answer.safety],
         "latency_ms": round(answer.latency_ms, 1),
         "evidence": [
@@ -233,67 +366,117 @@ def answer_json(answer: Answer, facts: list[KnowledgeFact], notice: str) -> dict
     }
 
 
+def _ask_input(args: argparse.Namespace) -> tuple[Path, str]:
+    """The input path and question, with ``--bundled-chest-xray`` resolved.
+
+    Raises:
+        UsageError: for a missing question or input, or an input given with ``--bundled-chest-xray``.
+    """
+    if args.bundled_chest_xray:
+        if args.question is not None:
+            raise UsageError("give either INPUT or --bundled-chest-xray, not both")
+        if args.input is None:
+            raise UsageError('usage: medvlm ask --bundled-chest-xray "question"')
+        from pydicom.data import get_testdata_file
+
+        return Path(str(get_testdata_file(BUNDLED_CHEST_XRAY))), str(args.input)
+    if args.input is None or not args.question:
+        raise UsageError('usage: medvlm ask IMAGE_OR_STUDY "question" (or --bundled-chest-xray "question")')
+    return args.input, str(args.question)
+
+
+def _ask_backend(args: argparse.Namespace, api_key: str | None) -> tuple[Any, ModelChoice | None]:
+    """The backend, checked before anything slow: server reachable, or model folder complete.
+
+    Raises:
+        StepError: when the server is not reachable or the model cannot be loaded.
+    """
+    from medvlm import MedVLMError
+
+    if args.server:
+        from medvlm.http_backend import HTTPBackend
+
+        backend = HTTPBackend(args.server, api_key=api_key, timeout=args.timeout)
+        try:
+            backend.info()
+        except MedVLMError as e:
+            raise StepError(str(e)) from e
+        return backend, None
+    choice = choose_model(args.model, args.adapter)
+    try:
+        return load_backend(choice, args.device, args.threads), choice
+    except MedVLMError as e:
+        raise StepError(str(e)) from e
+
+
 def ask_handler(args: argparse.Namespace) -> int:
-    """Run ``medvlm ask``."""
+    """Run ``medvlm ask``: input, model or server check, facts, answer; print it."""
     from medvlm import GenerationSettings, MedVLMError
     from medvlm.assistant import Assistant
 
-    if args.bundled_chest_xray:
-        if args.input is not None and args.question is None:
-            args.question, args.input = str(args.input), None
-        from pydicom.data import get_testdata_file
-
-        args.input = Path(str(get_testdata_file(BUNDLED_CHEST_XRAY)))
-    if args.input is None or not args.question:
-        print(
-            'usage: medvlm ask IMAGE_OR_STUDY "question" (or --bundled-chest-xray "question")',
-            file=sys.stderr,
-        )
-        return 2
     try:
+        path, question = _ask_input(args)
+        api_key = read_api_key(args.api_key_file)
         settings = GenerationSettings(
             max_new_tokens=args.max_new_tokens,
             contrastive_alpha=args.contrastive,
             ablation=args.ablation,
             abstain_threshold=args.abstain_threshold,
         )
-        views = load_input(args.input)
-        facts = [] if args.no_kg else retrieve_facts(args.question)
-        request = views_to_request(views, args.question, facts)
-        builtin = False
-        if args.server:
-            from medvlm.http_backend import HTTPBackend
-
-            backend: Any = HTTPBackend(args.server, api_key=args.api_key, timeout=args.timeout)
-        else:
-            choice = choose_model(args.model, args.adapter)
-            builtin = choice.builtin
-            backend = load_backend(choice, args.device, args.threads)
-        answer = Assistant(backend).ask(request, settings)
-    except (MedVLMError, RuntimeError, OSError, ValueError) as e:
+    except (UsageError, MedVLMError) as e:
+        print(f"medvlm ask: {e}", file=sys.stderr)
+        return 2
+    notes: list[str] = []
+    try:
+        views = load_input(path)
+        backend, choice = _ask_backend(args, api_key)
+        facts = []
+        if not args.no_kg:
+            try:
+                quiet_hugging_face()
+                facts = retrieve_facts(question)
+            except StepError as e:
+                notes.append(str(e))
+        if choice is not None and choice.scope is not None:
+            settings = replace(settings, scope=choice.scope)
+        answer = Assistant(backend).ask(views_to_request(views, question, facts), settings)
+    except StepError as e:
         print(f"medvlm ask: {e}", file=sys.stderr)
         return 1
-    notice = SYNTHETIC_NOTICE if builtin else RESEARCH_NOTICE
+    except MedVLMError as e:
+        print(f"medvlm ask: answering failed: {e}", file=sys.stderr)
+        return 1
+    notice = SYNTHETIC_NOTICE if choice is not None and choice.builtin else RESEARCH_NOTICE
     if args.json:
-        print(json.dumps(answer_json(answer, facts, notice), indent=2))
+        print(json.dumps(answer_json(answer, facts, notice, notes), indent=2))
     else:
-        _print_answer(answer, facts, notice)
+        print(format_answer(answer, facts, notice, notes))
     return 1 if answer.refused else 0
 
 
-def _print_answer(answer: Answer, facts: list[KnowledgeFact], notice: str) -> None:
-    print(answer.text)
-    for decision in answer.safety:
-        print(f"[{decision.action}] {decision.kind} ({decision.source}): {decision.reason}")
-    if answer.grounded is False:
-        print("[check] The answer did not change with blank images: it may not rest on the image.")
+def format_answer(
+    answer: Answer, facts: list[KnowledgeFact], notice: str, warnings: list[str] | None = None
+) -> str:
+    """The text output of ``medvlm ask``: answer, safety decisions, warnings, confidence, facts."""
+    lines = [answer.text]
+    lines += [f"[{d.action}] {d.kind} ({d.source}): {d.reason}" for d in answer.safety]
+    lines += [f"[warning] {w}" for w in [*answer.warnings, *(warnings or [])]]
     if answer.confidence is not None:
-        print(f"[confidence] yes/no {answer.confidence:.2f}")
-    for fact in facts:
-        if fact.fact_id in answer.cited_facts:
-            print(f"[{fact.fact_id}] {fact.text} ({fact.source})")
+        lines.append(f"[confidence] yes/no {answer.confidence:.2f}")
+    lines += [f"[{f.fact_id}] {f.text} ({f.source})" for f in facts if f.fact_id in answer.cited_facts]
     adapter = f" + {answer.model.adapter_version}" if answer.model.adapter_version else ""
-    print(f"-- {answer.model.model_version}{adapter}, {answer.latency_ms:.0f} ms. {notice}")
+    lines.append(f"-- {answer.model.model_version}{adapter}, {answer.latency_ms:.0f} ms. {notice}")
+    return "\n".join(lines)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback name or address (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def serve_handler(args: argparse.Namespace) -> int:
@@ -302,12 +485,35 @@ def serve_handler(args: argparse.Namespace) -> int:
     from medvlm.server import ModelServer
 
     try:
+        api_key = read_api_key(args.api_key_file)
+    except UsageError as e:
+        print(f"medvlm serve-api: {e}", file=sys.stderr)
+        return 2
+    if not api_key and not is_loopback(args.host):
+        print(
+            f"medvlm serve-api: binding {args.host} (not loopback) needs an API key: set "
+            f"${API_KEY_ENV} or --api-key-file.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
         backend = load_backend(choose_model(args.model, args.adapter), args.device, args.threads)
         server = ModelServer(
-            backend, host=args.host, port=args.port, api_key=args.api_key, model_name=args.name
+            backend,
+            host=args.host,
+            port=args.port,
+            api_key=api_key,
+            model_name=args.name,
+            max_image_pixels=args.max_image_pixels,
         )
-    except (MedVLMError, RuntimeError, OSError) as e:
+    except StepError as e:
         print(f"medvlm serve-api: {e}", file=sys.stderr)
+        return 1
+    except MedVLMError as e:
+        print(f"medvlm serve-api: loading the model failed: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"medvlm serve-api: cannot bind {args.host}:{args.port} ({type(e).__name__})", file=sys.stderr)
         return 1
     print(f"serving {server.model_name} on {server.url}/v1", file=sys.stderr)
     try:

@@ -33,3 +33,34 @@ def test_every_subcommand_has_help(name: str, capsys: pytest.CaptureFixture[str]
         main([name, "--help"])
     assert info.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_unexpected_exception_is_one_sentence_and_exit_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import argparse
+
+    from app.commands import model as model_cmd
+
+    def crash(args: argparse.Namespace) -> int:
+        raise KeyError("patient SMITH^JANE")
+
+    monkeypatch.setattr(model_cmd, "ask_handler", crash)
+    assert main(["ask", "x.png", "What is seen?"]) == 1
+    err = capsys.readouterr().err
+    assert err == "medvlm: internal error in ask: KeyError; rerun with -v for details\n"
+    # The traceback is logged at INFO, which only -v shows (pytest's handler stands in for stderr).
+    with caplog.at_level("INFO", logger="app.cli"):
+        assert main(["-v", "ask", "x.png", "What is seen?"]) == 1
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [KeyError]
+
+
+def test_main_enforces_offline_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit):
+        main(["ask", "--help"])
+    main(["ask"])  # a usage error, but the environment is set before any handler runs
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
