@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
@@ -45,16 +46,20 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 
-_FIELD_EDGES: dict[str, EdgeType] = {
-    "attributes": EdgeType.HAS_VISUAL_ATTRIBUTE,
-    "locations": EdgeType.LOCATED_IN,
-    "seen_on": EdgeType.SEEN_ON,
-    "differentials": EdgeType.DIFFERENTIAL_OF,
-    "is_a": EdgeType.IS_A,
-    "suggests": EdgeType.SUGGESTS,
-    "associated": EdgeType.ASSOCIATED_WITH,
-}
-_NODE_FIELDS = {"id", "type", "name", "definition", "synonyms", "abbreviations", "visual", "kind", "xrefs"}
+_FIELD_EDGES: Mapping[str, EdgeType] = MappingProxyType(
+    {
+        "attributes": EdgeType.HAS_VISUAL_ATTRIBUTE,
+        "locations": EdgeType.LOCATED_IN,
+        "seen_on": EdgeType.SEEN_ON,
+        "differentials": EdgeType.DIFFERENTIAL_OF,
+        "is_a": EdgeType.IS_A,
+        "suggests": EdgeType.SUGGESTS,
+        "associated": EdgeType.ASSOCIATED_WITH,
+    }
+)
+_NODE_FIELDS = frozenset(
+    {"id", "type", "name", "definition", "synonyms", "abbreviations", "visual", "kind", "xrefs"}
+)
 
 
 @dataclass

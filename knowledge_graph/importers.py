@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -33,68 +34,72 @@ from knowledge_graph.text import alias_key
 logger = logging.getLogger(__name__)
 
 # radlabels label → our node id (None: no single node fits).
-RADLABELS_MAP: dict[str, str | None] = {
-    "acute_rib_fracture": "rib_fracture_acute",
-    "air_space_opacity": "airspace_opacity",
-    "atelectasis": "atelectasis",
-    "bronchial_wall_thickening": "bronchial_wall_thickening",
-    "bullous_disease": "bullous_disease",
-    "calcification_of_the_aorta": "aortic_calcification",
-    "cardiomegaly": "cardiomegaly",
-    "central_venous_catheter": "central_venous_catheter",
-    "consolidation": "consolidation",
-    "emphysema": "emphysema",
-    "endotracheal_tube": "endotracheal_tube",
-    "enlarged_cardiomediastinum": "enlarged_cardiomediastinum",
-    "enteric_tube": "enteric_tube",
-    "fracture_generic": "fracture",
-    "ground_glass_opacity": "ground_glass_opacity",
-    "hiatus_hernia": "hiatus_hernia",
-    "hilar_lymphadenopathy": "hilar_lymphadenopathy",
-    "hyperinflation": "hyperinflation",
-    "implantable_electronic_device": "pacemaker",
-    "infiltration": "infiltration",
-    "intercostal_drain": "intercostal_drain",
-    "interstitial_thickening": "interstitial_thickening",
-    "lobar_segmental_collapse": "lobar_collapse",
-    "lung_lesion": "lung_mass",
-    "lung_nodule_or_mass": "lung_nodule",
-    "lung_opacity": "lung_opacity",
-    "non_acute_rib_fracture": "rib_fracture_healed",
-    "nonsurgical_internal_foreign_body": "foreign_body",
-    "other_hernia": "diaphragmatic_hernia",
-    "pacemaker_electronic_cardiac_device_or_wires": "pacemaker",
-    "peribronchial_cuffing": "peribronchial_cuffing",
-    "pleural_effusion": "pleural_effusion",
-    "pleural_other": None,
-    "pleural_thickening": "pleural_thickening",
-    "pneumomediastinum": "pneumomediastinum",
-    "pneumonia": "pneumonia",
-    "pneumoperitoneum": "pneumoperitoneum",
-    "pneumothorax": "pneumothorax",
-    "pulmonary_artery_enlargement": "pulmonary_artery_enlargement",
-    "pulmonary_congestion_pulmonary_venous_congestion": "pulmonary_venous_congestion",
-    "pulmonary_edema": "pulmonary_edema",
-    "pulmonary_fibrosis": "pulmonary_fibrosis",
-    "shoulder_dislocation": "shoulder_dislocation",
-    "subcutaneous_emphysema": "subcutaneous_emphysema",
-    "support_devices_generic": "support_device",
-    "tortuous_aorta": "tortuous_aorta",
-    "tracheal_deviation": "tracheal_deviation",
-    "tracheostomy_tube": "tracheostomy_tube",
-    "whole_lung_or_majority_collapse": "lung_collapse",
-}
-RADLABELS_PARENTS: dict[str, str] = {
-    "pulmonary_abnormality": "pulmonary_abnormality",
-    "pleural_abnormality": "pleural_abnormality",
-    "cardiomediastinal_abnormality": "cardiomediastinal_abnormality",
-    "airway_abnormality": "airway_abnormality",
-    "hilar_abnormality": "hilar_abnormality",
-    "fracture_or_trauma": "fracture_or_trauma",
-    "mediastinal_or_abdominal_air": "extrapulmonary_air",
-    "hernia_abnormality": "hernia_abnormality",
-    "support_devices": "support_devices",
-}
+RADLABELS_MAP: Mapping[str, str | None] = MappingProxyType(
+    {
+        "acute_rib_fracture": "rib_fracture_acute",
+        "air_space_opacity": "airspace_opacity",
+        "atelectasis": "atelectasis",
+        "bronchial_wall_thickening": "bronchial_wall_thickening",
+        "bullous_disease": "bullous_disease",
+        "calcification_of_the_aorta": "aortic_calcification",
+        "cardiomegaly": "cardiomegaly",
+        "central_venous_catheter": "central_venous_catheter",
+        "consolidation": "consolidation",
+        "emphysema": "emphysema",
+        "endotracheal_tube": "endotracheal_tube",
+        "enlarged_cardiomediastinum": "enlarged_cardiomediastinum",
+        "enteric_tube": "enteric_tube",
+        "fracture_generic": "fracture",
+        "ground_glass_opacity": "ground_glass_opacity",
+        "hiatus_hernia": "hiatus_hernia",
+        "hilar_lymphadenopathy": "hilar_lymphadenopathy",
+        "hyperinflation": "hyperinflation",
+        "implantable_electronic_device": "pacemaker",
+        "infiltration": "infiltration",
+        "intercostal_drain": "intercostal_drain",
+        "interstitial_thickening": "interstitial_thickening",
+        "lobar_segmental_collapse": "lobar_collapse",
+        "lung_lesion": "lung_mass",
+        "lung_nodule_or_mass": "lung_nodule",
+        "lung_opacity": "lung_opacity",
+        "non_acute_rib_fracture": "rib_fracture_healed",
+        "nonsurgical_internal_foreign_body": "foreign_body",
+        "other_hernia": "diaphragmatic_hernia",
+        "pacemaker_electronic_cardiac_device_or_wires": "pacemaker",
+        "peribronchial_cuffing": "peribronchial_cuffing",
+        "pleural_effusion": "pleural_effusion",
+        "pleural_other": None,
+        "pleural_thickening": "pleural_thickening",
+        "pneumomediastinum": "pneumomediastinum",
+        "pneumonia": "pneumonia",
+        "pneumoperitoneum": "pneumoperitoneum",
+        "pneumothorax": "pneumothorax",
+        "pulmonary_artery_enlargement": "pulmonary_artery_enlargement",
+        "pulmonary_congestion_pulmonary_venous_congestion": "pulmonary_venous_congestion",
+        "pulmonary_edema": "pulmonary_edema",
+        "pulmonary_fibrosis": "pulmonary_fibrosis",
+        "shoulder_dislocation": "shoulder_dislocation",
+        "subcutaneous_emphysema": "subcutaneous_emphysema",
+        "support_devices_generic": "support_device",
+        "tortuous_aorta": "tortuous_aorta",
+        "tracheal_deviation": "tracheal_deviation",
+        "tracheostomy_tube": "tracheostomy_tube",
+        "whole_lung_or_majority_collapse": "lung_collapse",
+    }
+)
+RADLABELS_PARENTS: Mapping[str, str] = MappingProxyType(
+    {
+        "pulmonary_abnormality": "pulmonary_abnormality",
+        "pleural_abnormality": "pleural_abnormality",
+        "cardiomediastinal_abnormality": "cardiomediastinal_abnormality",
+        "airway_abnormality": "airway_abnormality",
+        "hilar_abnormality": "hilar_abnormality",
+        "fracture_or_trauma": "fracture_or_trauma",
+        "mediastinal_or_abdominal_air": "extrapulmonary_air",
+        "hernia_abnormality": "hernia_abnormality",
+        "support_devices": "support_devices",
+    }
+)
 
 
 @dataclass
@@ -305,9 +310,11 @@ def write_import(result: ImportResult, path: Path, header: str) -> None:
         raise KgError(f"writing {path}: {e}") from e
 
 
-IMPORTERS = {"radlabels": import_radlabels, "icd10": import_icd10, "hpo": import_hpo}
-IMPORT_FILES = {
-    "radlabels": DEFAULT_DATA_DIR / "imported" / "radlabels.yaml",
-    "icd10": DEFAULT_DATA_DIR / "imported" / "icd10cm.yaml",
-    "hpo": DEFAULT_DATA_DIR / "imported" / "hpo.yaml",
-}
+IMPORTERS = MappingProxyType({"radlabels": import_radlabels, "icd10": import_icd10, "hpo": import_hpo})
+IMPORT_FILES = MappingProxyType(
+    {
+        "radlabels": DEFAULT_DATA_DIR / "imported" / "radlabels.yaml",
+        "icd10": DEFAULT_DATA_DIR / "imported" / "icd10cm.yaml",
+        "hpo": DEFAULT_DATA_DIR / "imported" / "hpo.yaml",
+    }
+)

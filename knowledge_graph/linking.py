@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from knowledge_graph.context import ContextRules, assign_context
 from knowledge_graph.schema import Node, NodeType
@@ -32,12 +33,14 @@ logger = logging.getLogger(__name__)
 
 COMMON_WORDS_PATH = Path(__file__).resolve().parent / "resources" / "common_words.txt"
 _SENTENCE_RE = re.compile(r"[^.!;:\n]+(?:[.!;:\n]+|$)")
-_TYPE_PRIORITY = {
-    NodeType.FINDING: 0,
-    NodeType.DISEASE: 1,
-    NodeType.IMAGING_SIGN: 2,
-    NodeType.TISSUE_PATTERN: 3,
-}
+_TYPE_PRIORITY = MappingProxyType(
+    {
+        NodeType.FINDING: 0,
+        NodeType.DISEASE: 1,
+        NodeType.IMAGING_SIGN: 2,
+        NodeType.TISSUE_PATTERN: 3,
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 from knowledge_graph.graph import DEFAULT_DATA_DIR, KnowledgeGraph, load_graph
@@ -35,16 +36,20 @@ from knowledge_graph.schema import RETRIEVABLE_TYPES, EdgeType, Node, NodeType
 logger = logging.getLogger(__name__)
 
 DenseMode = Literal["always", "fallback", "never"]
-_EXPAND_EDGES = {EdgeType.SUGGESTS, EdgeType.IS_A, EdgeType.ASSOCIATED_WITH, EdgeType.DIFFERENTIAL_OF}
-_RELATION_TEXT = {
-    EdgeType.HAS_VISUAL_ATTRIBUTE: "Visual attributes of {name}: {targets}.",
-    EdgeType.LOCATED_IN: "{name} is typically located in: {targets}.",
-    EdgeType.SEEN_ON: "{name} is seen on: {targets}.",
-    EdgeType.DIFFERENTIAL_OF: "Differential diagnosis of {name}: {targets}.",
-    EdgeType.IS_A: "{name} is a kind of: {targets}.",
-    EdgeType.SUGGESTS: "{name} suggests: {targets}.",
-    EdgeType.ASSOCIATED_WITH: "{name} is associated with: {targets}.",
-}
+_EXPAND_EDGES = frozenset(
+    {EdgeType.SUGGESTS, EdgeType.IS_A, EdgeType.ASSOCIATED_WITH, EdgeType.DIFFERENTIAL_OF}
+)
+_RELATION_TEXT = MappingProxyType(
+    {
+        EdgeType.HAS_VISUAL_ATTRIBUTE: "Visual attributes of {name}: {targets}.",
+        EdgeType.LOCATED_IN: "{name} is typically located in: {targets}.",
+        EdgeType.SEEN_ON: "{name} is seen on: {targets}.",
+        EdgeType.DIFFERENTIAL_OF: "Differential diagnosis of {name}: {targets}.",
+        EdgeType.IS_A: "{name} is a kind of: {targets}.",
+        EdgeType.SUGGESTS: "{name} suggests: {targets}.",
+        EdgeType.ASSOCIATED_WITH: "{name} is associated with: {targets}.",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -366,15 +371,17 @@ class Retriever:
 
 
 # Prompt budgets are small: what each result is and looks like comes before the rest of its facts.
-_FACT_TIER = {
-    "definition": 0,
-    "visual": 1,
-    EdgeType.HAS_VISUAL_ATTRIBUTE.value: 2,
-    EdgeType.LOCATED_IN.value: 2,
-    EdgeType.DIFFERENTIAL_OF.value: 3,
-    EdgeType.SUGGESTS.value: 3,
-    "suggested_by": 3,
-}
+_FACT_TIER = MappingProxyType(
+    {
+        "definition": 0,
+        "visual": 1,
+        EdgeType.HAS_VISUAL_ATTRIBUTE.value: 2,
+        EdgeType.LOCATED_IN.value: 2,
+        EdgeType.DIFFERENTIAL_OF.value: 3,
+        EdgeType.SUGGESTS.value: 3,
+        "suggested_by": 3,
+    }
+)
 
 
 def order_facts(results: list[Result]) -> list[Fact]:

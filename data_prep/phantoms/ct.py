@@ -15,6 +15,7 @@ hypodense (15-22 HU) cortical wedge in the labelled hemisphere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 from scipy import ndimage
@@ -24,13 +25,17 @@ from data_prep.phantoms.spec import Finding, sample_attributes
 
 N_SLICES = 8
 SLICE_MM = 5.0
-FOV_MM = {"chest": 380.0, "head": 240.0}
-WINDOWS = {"chest": (-300.0, 1600.0), "head": (40.0, 80.0)}  # (centre, width) of the model-ready view
-REGION_FINDINGS = {
-    "chest": ("lung_nodule", "pleural_effusion"),
-    "head": ("intracranial_hemorrhage", "cerebral_infarct"),
-}
-_ZONE_T = {"upper": 0.19, "middle": 0.5, "lower": 0.81}
+FOV_MM = MappingProxyType({"chest": 380.0, "head": 240.0})
+WINDOWS = MappingProxyType(
+    {"chest": (-300.0, 1600.0), "head": (40.0, 80.0)}
+)  # (centre, width) of the model-ready view
+REGION_FINDINGS = MappingProxyType(
+    {
+        "chest": ("lung_nodule", "pleural_effusion"),
+        "head": ("intracranial_hemorrhage", "cerebral_infarct"),
+    }
+)
+_ZONE_T = MappingProxyType({"upper": 0.19, "middle": 0.5, "lower": 0.81})
 
 
 def side_sign(side: str) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 from scipy import ndimage
@@ -23,7 +24,7 @@ from data_prep.phantoms.spec import Finding
 
 FOV_MM = 450.0  # field of view across the image width, in millimetres
 CARINA_Y = 0.36
-_ZONE_FRAC = {"upper": 0.22, "middle": 0.50, "lower": 0.76}
+_ZONE_FRAC = MappingProxyType({"upper": 0.22, "middle": 0.50, "lower": 0.76})
 
 
 def side_sign(side: str) -> int:
@@ -409,18 +410,20 @@ def _cardiomegaly(c: _Canvas, img: np.ndarray, f: Finding, rng: np.random.Genera
     out.masks[f.id] = c.heart
 
 
-_DRAWERS = {
-    "pleural_effusion": _effusion,
-    "pneumothorax": _pneumothorax,
-    "lung_nodule": _nodule,
-    "lung_mass": _nodule,
-    "consolidation": _consolidation,
-    "atelectasis": _atelectasis,
-    "pulmonary_edema": _edema,
-    "endotracheal_tube": _ett,
-    "central_venous_catheter": _cvc,
-    "cardiomegaly": _cardiomegaly,
-}
+_DRAWERS = MappingProxyType(
+    {
+        "pleural_effusion": _effusion,
+        "pneumothorax": _pneumothorax,
+        "lung_nodule": _nodule,
+        "lung_mass": _nodule,
+        "consolidation": _consolidation,
+        "atelectasis": _atelectasis,
+        "pulmonary_edema": _edema,
+        "endotracheal_tube": _ett,
+        "central_venous_catheter": _cvc,
+        "cardiomegaly": _cardiomegaly,
+    }
+)
 
 
 def _draw_findings(

@@ -2,51 +2,59 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 
 from data_prep.phantoms.spec import Finding, StudySpec
 
-MODALITY = {"cxr": "chest radiograph", "ct": "CT", "slide": "histopathology"}
-ORGAN = {"cxr": "chest", "ct": "chest", "slide": "tissue"}
-NAMES = {
-    "normal": "no acute abnormality",
-    "cardiomegaly": "cardiomegaly",
-    "pleural_effusion": "pleural effusion",
-    "pneumothorax": "pneumothorax",
-    "lung_nodule": "lung nodule",
-    "lung_mass": "lung mass",
-    "consolidation": "consolidation",
-    "atelectasis": "atelectasis",
-    "pulmonary_edema": "pulmonary edema",
-    "endotracheal_tube": "endotracheal tube",
-    "central_venous_catheter": "central venous catheter",
-    "intracranial_hemorrhage": "intracranial hemorrhage",
-    "cerebral_infarct": "cerebral infarct",
-    "normal_tissue": "normal tissue",
-    "tumor": "tumor",
-    "necrosis": "necrosis",
-    "inflammation": "inflammation",
-    "mitosis": "mitosis",
-}
-LOBES = {
-    "right_upper": "right upper lobe",
-    "right_middle": "right middle lobe",
-    "right_lower": "right lower lobe",
-    "left_upper": "left upper lobe",
-    "left_lower": "left lower lobe",
-}
-_MASS_NOUNS = {
-    "consolidation",
-    "atelectasis",
-    "pulmonary_edema",
-    "cardiomegaly",
-    "necrosis",
-    "inflammation",
-    "normal_tissue",
-    "tumor",
-    "intracranial_hemorrhage",
-    "mitosis",
-}
+MODALITY = MappingProxyType({"cxr": "chest radiograph", "ct": "CT", "slide": "histopathology"})
+ORGAN = MappingProxyType({"cxr": "chest", "ct": "chest", "slide": "tissue"})
+NAMES = MappingProxyType(
+    {
+        "normal": "no acute abnormality",
+        "cardiomegaly": "cardiomegaly",
+        "pleural_effusion": "pleural effusion",
+        "pneumothorax": "pneumothorax",
+        "lung_nodule": "lung nodule",
+        "lung_mass": "lung mass",
+        "consolidation": "consolidation",
+        "atelectasis": "atelectasis",
+        "pulmonary_edema": "pulmonary edema",
+        "endotracheal_tube": "endotracheal tube",
+        "central_venous_catheter": "central venous catheter",
+        "intracranial_hemorrhage": "intracranial hemorrhage",
+        "cerebral_infarct": "cerebral infarct",
+        "normal_tissue": "normal tissue",
+        "tumor": "tumor",
+        "necrosis": "necrosis",
+        "inflammation": "inflammation",
+        "mitosis": "mitosis",
+    }
+)
+LOBES = MappingProxyType(
+    {
+        "right_upper": "right upper lobe",
+        "right_middle": "right middle lobe",
+        "right_lower": "right lower lobe",
+        "left_upper": "left upper lobe",
+        "left_lower": "left lower lobe",
+    }
+)
+_MASS_NOUNS = frozenset(
+    {
+        "consolidation",
+        "atelectasis",
+        "pulmonary_edema",
+        "cardiomegaly",
+        "necrosis",
+        "inflammation",
+        "normal_tissue",
+        "tumor",
+        "intracranial_hemorrhage",
+        "mitosis",
+    }
+)
 
 
 def with_article(finding_id: str) -> str:

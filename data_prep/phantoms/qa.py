@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -40,11 +41,13 @@ _EXISTENCE = (
     "Does this image show {x}?",
     "Is {x} present?",
 )
-_NORMAL = {
-    "cxr": "Is this chest radiograph normal?",
-    "ct": "Is this CT normal?",
-    "slide": "Is this tissue normal?",
-}
+_NORMAL = MappingProxyType(
+    {
+        "cxr": "Is this chest radiograph normal?",
+        "ct": "Is this CT normal?",
+        "slide": "Is this tissue normal?",
+    }
+)
 _CAPTIONS_ABN = (
     "{Mod} showing {f}.",
     "{Mod} with {f}.",
@@ -62,12 +65,16 @@ _CAPTIONS_NORMAL_SLIDE = (
     "Normal tissue: regular glands with uniform nuclei.",
     "This H&E-stained patch shows normal tissue.",
 )
-_OTHER_MODALITY = {
-    "cxr": ("a CT scan", "a histopathology slide"),
-    "ct": ("a chest radiograph", "a histopathology slide"),
-    "slide": ("a chest radiograph", "a CT scan"),
-}
-_THIS_MODALITY = {"cxr": "a chest radiograph", "ct": "a CT scan", "slide": "a histopathology slide"}
+_OTHER_MODALITY = MappingProxyType(
+    {
+        "cxr": ("a CT scan", "a histopathology slide"),
+        "ct": ("a chest radiograph", "a histopathology slide"),
+        "slide": ("a chest radiograph", "a CT scan"),
+    }
+)
+_THIS_MODALITY = MappingProxyType(
+    {"cxr": "a chest radiograph", "ct": "a CT scan", "slide": "a histopathology slide"}
+)
 
 
 @dataclass
@@ -284,10 +291,65 @@ def _probe(pair: str, q: str, a: str, kind: str, cat: str, fid: str) -> dict[str
     return {"pair_id": pair, "question": q, "answer": a, "kind": kind, "category": cat, "finding": fid}
 
 
+def _pair(
+    pair_id: str, true_q: str, false_q: str, category: str, finding: str, false_finding: str | None = None
+) -> list[dict[str, Any]]:
+    """A true record (gold "yes") and its adversarial twin (gold "no") under one ``pair_id``."""
+    return [
+        _probe(pair_id, true_q, "yes", "true", category, finding),
+        _probe(
+            pair_id,
+            false_q,
+            "no",
+            "adversarial",
+            category,
+            finding if false_finding is None else false_finding,
+        ),
+    ]
+
+
+def _finding_pairs(pid: str, f: Finding, absent: list[str], rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Existence, side, severity, zone and lobe pairs for one present finding (those that apply)."""
+    name, at = NAMES[f.id], f.attributes
+    out: list[dict[str, Any]] = []
+    if absent:
+        fake = _pick(rng, absent)
+        out += _pair(
+            f"{pid}e",
+            f"Is there {with_article(f.id)}?",
+            f"Is there {with_article(fake)}?",
+            "existence",
+            f.id,
+            fake,
+        )
+    lat = at.get("laterality")
+    if lat in ("left", "right"):
+        flip = "right" if lat == "left" else "left"
+        q = f"Is the {name} on the patient's {{}}?"
+        out += _pair(f"{pid}a", q.format(lat), q.format(flip), "attribute", f.id)
+    if "severity" in at:
+        flip = "large" if at["severity"] == "small" else "small"
+        out += _pair(
+            f"{pid}s", f"Is the {name} {at['severity']}?", f"Is the {name} {flip}?", "attribute", f.id
+        )
+    if "zone" in at:
+        fake_zone = _pick(rng, [z for z in ("upper", "middle", "lower") if z != at["zone"]])
+        q = f"Is the {name} in the {{}} zone?"
+        out += _pair(f"{pid}z", q.format(at["zone"]), q.format(fake_zone), "position", f.id)
+    if "lobe" in at:
+        fake_lobe = _pick(rng, [v for k, v in LOBES.items() if k != at["lobe"]])
+        q = f"Is the {name} in the {{}}?"
+        out += _pair(f"{pid}l", q.format(LOBES[str(at["lobe"])]), q.format(fake_lobe), "position", f.id)
+    return out
+
+
 def probe_pairs(
     spec: StudySpec, catalogue: Catalogue, rng: np.random.Generator, pool: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """ProbMed-style probe pairs: a true question (gold "yes") and an adversarial one (gold "no").
+
+    Every study gets a modality pair; each present finding an existence pair (when some
+    finding is absent) and pairs for the attributes it has (side, severity, zone, lobe).
 
     Args:
         spec: ground truth.
@@ -300,69 +362,9 @@ def probe_pairs(
         ``category`` ("modality" | "existence" | "attribute" | "position") and ``finding``.
     """
     sid = spec.study_id
-    out = []
     other = _pick(rng, _OTHER_MODALITY[spec.kind])
-    out += [
-        _probe(f"{sid}-p0", f"Is this {_THIS_MODALITY[spec.kind]}?", "yes", "true", "modality", ""),
-        _probe(f"{sid}-p0", f"Is this {other}?", "no", "adversarial", "modality", ""),
-    ]
+    out = _pair(f"{sid}-p0", f"Is this {_THIS_MODALITY[spec.kind]}?", f"Is this {other}?", "modality", "")
     absent = [p for p in _pool(spec, catalogue, pool) if spec.get(p) is None]
     for i, f in enumerate(spec.findings, start=1):
-        pid, name, at = f"{sid}-p{i}", NAMES[f.id], f.attributes
-        if absent:
-            fake = _pick(rng, absent)
-            out += [
-                _probe(f"{pid}e", f"Is there {with_article(f.id)}?", "yes", "true", "existence", f.id),
-                _probe(f"{pid}e", f"Is there {with_article(fake)}?", "no", "adversarial", "existence", fake),
-            ]
-        lat = at.get("laterality")
-        if lat in ("left", "right"):
-            flip = "right" if lat == "left" else "left"
-            out += [
-                _probe(f"{pid}a", f"Is the {name} on the patient's {lat}?", "yes", "true", "attribute", f.id),
-                _probe(
-                    f"{pid}a",
-                    f"Is the {name} on the patient's {flip}?",
-                    "no",
-                    "adversarial",
-                    "attribute",
-                    f.id,
-                ),
-            ]
-        if "severity" in at:
-            flip = "large" if at["severity"] == "small" else "small"
-            out += [
-                _probe(f"{pid}s", f"Is the {name} {at['severity']}?", "yes", "true", "attribute", f.id),
-                _probe(f"{pid}s", f"Is the {name} {flip}?", "no", "adversarial", "attribute", f.id),
-            ]
-        if "zone" in at:
-            fake_zone = _pick(rng, [z for z in ("upper", "middle", "lower") if z != at["zone"]])
-            out += [
-                _probe(
-                    f"{pid}z", f"Is the {name} in the {at['zone']} zone?", "yes", "true", "position", f.id
-                ),
-                _probe(
-                    f"{pid}z",
-                    f"Is the {name} in the {fake_zone} zone?",
-                    "no",
-                    "adversarial",
-                    "position",
-                    f.id,
-                ),
-            ]
-        if "lobe" in at:
-            fake_lobe = _pick(rng, [v for k, v in LOBES.items() if k != at["lobe"]])
-            out += [
-                _probe(
-                    f"{pid}l",
-                    f"Is the {name} in the {LOBES[str(at['lobe'])]}?",
-                    "yes",
-                    "true",
-                    "position",
-                    f.id,
-                ),
-                _probe(
-                    f"{pid}l", f"Is the {name} in the {fake_lobe}?", "no", "adversarial", "position", f.id
-                ),
-            ]
+        out += _finding_pairs(f"{sid}-p{i}", f, absent, rng)
     return out

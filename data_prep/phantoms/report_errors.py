@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -32,62 +33,68 @@ ERROR_TYPES: tuple[str, ...] = (
     "wrong_location",
 )
 # Keywords that tie a free-text sentence to a catalogue finding (first match wins).
-FINDING_PATTERNS: dict[str, re.Pattern[str]] = {
-    "pleural_effusion": re.compile(r"effusion", re.I),
-    "pneumothorax": re.compile(r"pneumothora", re.I),
-    "lung_nodule": re.compile(r"nodul", re.I),
-    "lung_mass": re.compile(r"\bmass(es)?\b", re.I),
-    "consolidation": re.compile(r"consolidat|airspace (disease|opacit)|infiltrat", re.I),
-    "atelectasis": re.compile(r"atelecta", re.I),
-    "pulmonary_edema": re.compile(r"edema", re.I),
-    "cardiomegaly": re.compile(
-        r"cardiomegaly|heart size|\bheart is\b|cardiac silhouette|cardiomediastinal silhouette", re.I
-    ),
-    "endotracheal_tube": re.compile(r"endotracheal|\bET tube", re.I),
-    "intracranial_hemorrhage": re.compile(r"hemorrhage|haemorrhage|hematoma", re.I),
-    "cerebral_infarct": re.compile(r"infarct", re.I),
-    "central_venous_catheter": re.compile(r"central venous|\bPICC\b|central line|catheter", re.I),
-}
+FINDING_PATTERNS: Mapping[str, re.Pattern[str]] = MappingProxyType(
+    {
+        "pleural_effusion": re.compile(r"effusion", re.I),
+        "pneumothorax": re.compile(r"pneumothora", re.I),
+        "lung_nodule": re.compile(r"nodul", re.I),
+        "lung_mass": re.compile(r"\bmass(es)?\b", re.I),
+        "consolidation": re.compile(r"consolidat|airspace (disease|opacit)|infiltrat", re.I),
+        "atelectasis": re.compile(r"atelecta", re.I),
+        "pulmonary_edema": re.compile(r"edema", re.I),
+        "cardiomegaly": re.compile(
+            r"cardiomegaly|heart size|\bheart is\b|cardiac silhouette|cardiomediastinal silhouette", re.I
+        ),
+        "endotracheal_tube": re.compile(r"endotracheal|\bET tube", re.I),
+        "intracranial_hemorrhage": re.compile(r"hemorrhage|haemorrhage|hematoma", re.I),
+        "cerebral_infarct": re.compile(r"infarct", re.I),
+        "central_venous_catheter": re.compile(r"central venous|\bPICC\b|central line|catheter", re.I),
+    }
+)
 _NEGATION = re.compile(r"\b(no|not|without|negative for|free of|clear|normal|resolved)\b", re.I)
 _SIDE = re.compile(r"\b(left|right|bilateral)\b", re.I)
 _SEVERITY = re.compile(
     r"\b(small|large|mild|moderate|severe|tiny|trace)\b|\b(\d+(?:\.\d+)?)\s?(mm|cm)\b", re.I
 )
 _LOCATION = re.compile(r"\b(upper|middle|lower|apical|basal|base|apex|apices|bases)\b", re.I)
-_SWAP_SEVERITY = {
-    "small": "large",
-    "large": "small",
-    "mild": "severe",
-    "severe": "mild",
-    "moderate": "small",
-    "tiny": "large",
-    "trace": "large",
-}
-_SWAP_LOCATION = {
-    "upper": "lower",
-    "lower": "upper",
-    "middle": "upper",
-    "apical": "basal",
-    "basal": "apical",
-    "base": "apex",
-    "apex": "base",
-    "apices": "bases",
-    "bases": "apices",
-}
+_SWAP_SEVERITY = MappingProxyType(
+    {
+        "small": "large",
+        "large": "small",
+        "mild": "severe",
+        "severe": "mild",
+        "moderate": "small",
+        "tiny": "large",
+        "trace": "large",
+    }
+)
+_SWAP_LOCATION = MappingProxyType(
+    {
+        "upper": "lower",
+        "lower": "upper",
+        "middle": "upper",
+        "apical": "basal",
+        "basal": "apical",
+        "base": "apex",
+        "apex": "base",
+        "apices": "bases",
+        "bases": "apices",
+    }
+)
 _Rule = tuple[re.Pattern[str], "str | Callable[[re.Match[str]], str]"]
-_NEG_TO_POS: list[_Rule] = [
+_NEG_TO_POS: tuple[_Rule, ...] = (
     (re.compile(r"\b(There (?:is|are)) no\b"), r"\1"),
     (re.compile(r"\bis not enlarged\b"), "is enlarged"),
     (re.compile(r"^Heart size is normal"), "The heart is enlarged"),
     (re.compile(r"^No (?:evidence of )?(\w)"), lambda m: m.group(1).upper()),
     (re.compile(r"\bwithout\b"), "with"),
     (re.compile(r"\bno\b"), "a"),
-]
-_POS_TO_NEG: list[_Rule] = [
+)
+_POS_TO_NEG: tuple[_Rule, ...] = (
     (re.compile(r"\b(There (?:is|are))(?: an?)?\b"), r"\1 no"),
     (re.compile(r"^An? (.+?) is (present|seen)"), r"No \1 is \2"),
     (re.compile(r"\bThe heart is enlarged"), "The heart is not enlarged"),
-]
+)
 
 
 @dataclass(frozen=True)
