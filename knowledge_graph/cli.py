@@ -80,6 +80,13 @@ def _fail(message: object, code: int = 1) -> int:
     return code
 
 
+def _not_a_folder(path: Path | None, flag: str) -> str | None:
+    """A usage-error sentence when ``path`` exists but is not a folder, else None."""
+    if path is not None and path.exists() and not path.is_dir():
+        return f"{flag} {path} is a file, not a folder"
+    return None
+
+
 def _data_dir(args: argparse.Namespace) -> Path:
     from knowledge_graph.graph import DEFAULT_DATA_DIR
 
@@ -129,6 +136,9 @@ def _build(args: argparse.Namespace) -> int:
     from knowledge_graph.retriever import ensure_index
     from knowledge_graph.schema import KgError
 
+    problem = _not_a_folder(args.out, "--out")
+    if problem:
+        return _fail(problem, 2)
     out = args.out or default_cache_dir()
     try:
         graph = load_graph(_data_dir(args))
@@ -157,6 +167,9 @@ def _query(args: argparse.Namespace) -> int:
         return _fail("--k must be at least 1", 2)
     if not args.text.strip():
         return _fail("the query text is empty", 2)
+    problem = _not_a_folder(args.cache, "--cache")
+    if problem:
+        return _fail(problem, 2)
     try:
         retrieval = _load_retriever(args.cache, args.dense).retrieve(args.text, k=args.k)
     except KgError as e:
@@ -181,6 +194,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         return _fail("--k must be at least 1", 2)
+    problem = _not_a_folder(args.cache, "--cache")
+    if problem:
+        return _fail(problem, 2)
     try:
         queries = load_queries(args.queries or DEFAULT_QUERIES)
         retriever = _load_retriever(args.cache, args.dense)

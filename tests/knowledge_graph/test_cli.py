@@ -62,6 +62,19 @@ def test_empty_query_is_usage_error_without_loading_the_embedder(
     assert captured.err.strip() == "kg: the query text is empty"
 
 
+@pytest.mark.parametrize(
+    "command", [["query", "effusion", "--cache"], ["eval", "--cache"], ["build", "--out"]]
+)
+def test_index_path_that_is_a_file_is_usage_error(
+    command: list[str], tmp_path: Path, no_embedder: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+    assert main(["kg", *command, str(afile)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "is a file, not a folder" in captured.err
+
+
 def test_errors_go_to_stderr(tmp_path: Path, no_embedder: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["kg", "eval", "--queries", str(tmp_path / "missing.yaml")]) == 1
     captured = capsys.readouterr()
