@@ -87,7 +87,7 @@ class ModelServer:
         model_name: str | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
-        if not api_key and not _is_loopback(host):
+        if not api_key and not is_loopback(host):
             raise RequestError(f"binding {host} (not loopback) needs an API key")
         self.backend = backend
         self.api_key = api_key
@@ -177,7 +177,8 @@ class ModelServer:
         }
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback name or address (``localhost``, ``127.0.0.0/8``, ``::1``)."""
     if host.strip().lower() == "localhost":
         return True
     try:

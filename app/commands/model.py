@@ -15,7 +15,6 @@ Exit codes: 0 answered, 1 a failed input / load / server, or a request the safet
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
@@ -226,7 +225,7 @@ def choose_model(model: Path | None, adapter: Path | None) -> ModelChoice:
 
 def quiet_hugging_face() -> None:
     """No download / weight-loading progress bars from transformers or huggingface_hub."""
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
@@ -469,20 +468,10 @@ def format_answer(
     return "\n".join(lines)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback name or address (``localhost``, ``127.0.0.0/8``, ``::1``)."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def serve_handler(args: argparse.Namespace) -> int:
     """Run ``medvlm serve-api`` until interrupted."""
     from medvlm import MedVLMError
-    from medvlm.server import ModelServer
+    from medvlm.server import ModelServer, is_loopback
 
     try:
         api_key = read_api_key(args.api_key_file)

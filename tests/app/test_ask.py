@@ -252,8 +252,10 @@ def test_serve_api_refuses_a_public_host_without_a_key(
     code = main(["serve-api", "--host", "0.0.0.0", "--model", str(tmp_path), "--port", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "needs an API key" in err and len(err.strip().splitlines()) == 1
-    assert model_cmd.is_loopback("127.0.0.1") and model_cmd.is_loopback("::1")
-    assert model_cmd.is_loopback("localhost") and not model_cmd.is_loopback("10.0.0.5")
+    from medvlm.server import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("10.0.0.5") and not is_loopback("0.0.0.0") and not is_loopback("example.org")
 
 
 def test_ask_over_http_matches_in_process(llava_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
