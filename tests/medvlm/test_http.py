@@ -178,6 +178,8 @@ def test_server_answers_400_to_a_bad_content_length(served: tuple[InProcessBacke
     )
     status, reply = _raw_post(server.port, head)
     assert status == 400 and reply["error"]["message"] == "the Content-Length header is not a number"
+    status, reply = _raw_post(server.port, head.replace("abc", str(10**12)))
+    assert status == 413 and "larger than" in reply["error"]["message"]
     status, _ = _post(server.url, {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
     assert status == 200  # still serving
 
