@@ -384,13 +384,40 @@ def _ask_input(args: argparse.Namespace) -> tuple[Path, str]:
     return args.input, str(args.question)
 
 
-def _ask_backend(args: argparse.Namespace, api_key: str | None) -> tuple[Any, ModelChoice | None]:
+@dataclass(frozen=True)
+class _UnloadedBackend:
+    """Stands in for a model that is not loaded because the safety gate refuses the request.
+
+    ``Assistant`` refuses before generating, so only ``info`` is ever called.
+    """
+
+    choice: ModelChoice
+
+    def info(self) -> Any:
+        from medvlm import ModelInfo
+
+        version = self.choice.model_version or Path(self.choice.model_dir).name
+        return ModelInfo(version, self.choice.adapter_version, "not-loaded", False)
+
+    def generate(self, prompts: list[Any], settings: Any, yes_no: bool = False) -> list[Any]:
+        raise StepError("the model was not loaded for a refused request")
+
+    def stream(self, prompt: Any, settings: Any) -> Any:
+        raise StepError("the model was not loaded for a refused request")
+
+
+def _ask_backend(
+    args: argparse.Namespace, api_key: str | None, request: AskRequest
+) -> tuple[Any, ModelChoice | None]:
     """The backend, checked before anything slow: server reachable, or model folder complete.
+
+    A request the model's scope refuses does not load the model (``_UnloadedBackend``).
 
     Raises:
         StepError: when the server is not reachable or the model cannot be loaded.
     """
     from medvlm import MedVLMError
+    from medvlm.safety import SafetyGate
 
     if args.server:
         from medvlm.http_backend import HTTPBackend
@@ -402,6 +429,10 @@ def _ask_backend(args: argparse.Namespace, api_key: str | None) -> tuple[Any, Mo
             raise StepError(str(e)) from e
         return backend, None
     choice = choose_model(args.model, args.adapter)
+    refusals = [] if choice.scope is None else SafetyGate().check(request, choice.scope)
+    if any(d.action == "refuse" for d in refusals):
+        logger.info("the safety gate refuses the request: the model is not loaded")
+        return _UnloadedBackend(choice), choice
     try:
         return load_backend(choice, args.device, args.threads), choice
     except MedVLMError as e:
@@ -428,9 +459,9 @@ def ask_handler(args: argparse.Namespace) -> int:
     notes: list[str] = []
     try:
         views = load_input(path)
-        backend, choice = _ask_backend(args, api_key)
+        backend, choice = _ask_backend(args, api_key, views_to_request(views, question, []))
         facts = []
-        if not args.no_kg:
+        if not args.no_kg and not isinstance(backend, _UnloadedBackend):  # no facts for a refusal
             try:
                 quiet_hugging_face()
                 facts = retrieve_facts(question)

@@ -152,9 +152,13 @@ def test_builtin_scope_refuses_a_ct_and_view_warnings_are_shown(
 
     backend = _fake_model(monkeypatch, [medvlm.Generation("Yes, there is a mass.")], builtin=True)
     ct = Path(str(get_testdata_file("CT_small.dcm")))
+    loads: list[object] = []
+    fake_load = model_cmd.load_backend
+    monkeypatch.setattr(model_cmd, "load_backend", lambda *a: loads.append(a) or fake_load(*a))
     code, out, _ = _ask(capsys, str(ct), "Is there a mass?", "--json", "--no-kg")
     reply = json.loads(out)
     assert code == 1 and reply["refused"] is True and backend.calls == []
+    assert loads == [] and reply["model"] == "fake@1"  # refused before the model is loaded
     assert reply["safety"] and {(d["kind"], d["action"]) for d in reply["safety"]} == {
         ("out_of_scope", "refuse")
     }
