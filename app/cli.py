@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     try:
         code: int = func(args)
+    except BrokenPipeError:  # the reader of stdout went away (``| head``): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print(f"medvlm: {args.command} interrupted", file=sys.stderr)
         return 130
