@@ -12,7 +12,6 @@ the data-order cursor and every RNG state, so N uninterrupted steps equal k step
 from __future__ import annotations
 
 import abc
-import dataclasses
 import json
 import logging
 import math
@@ -416,7 +415,3 @@ class Recipe(abc.ABC):
         finally:
             self.cleanup()
 
-
-def config_fields(cls: type) -> list[str]:
-    """Field names of a config dataclass (for ``--help`` listings)."""
-    return [f.name for f in dataclasses.fields(cls)]
