@@ -150,3 +150,16 @@ def test_eval_vision_on_stage0(
     result = json.loads(capsys.readouterr().out)
     assert 0.0 <= result["finding_accuracy"] <= 1.0 and result["split"] == "test"
     assert set(result["sensitivity"]) <= set(json.loads((stage0 / "labels.json").read_text()))
+
+
+def test_diagnose_reports_image_use(
+    tiny_builtin: tuple[Path, Path], tiny_data: Path, tiny_lm: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.diagnose import main as diagnose
+
+    stage2 = tiny_builtin[0].parent / "stage2" / "final"
+    argv = ["--checkpoint", str(stage2), "--data", str(tiny_data), "--lm-dir", str(tiny_lm), "--n", "4"]
+    assert diagnose(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] <= 4 and 0.0 <= result["existence_accuracy_image"] <= 1.0
+    assert result["token_embedding_norm_mean"] > 0
