@@ -13,6 +13,7 @@ from medvlm.builtin.assemble import (
     build_llava,
     build_processor,
     extract_parts,
+    load_parts,
 )
 from medvlm.builtin.errors import BuiltinError
 from medvlm.builtin.prepare import BuiltinModel, default_home, default_weights_dir, prepare, prepare_lm
@@ -28,6 +29,7 @@ __all__ = [
     "default_home",
     "default_weights_dir",
     "extract_parts",
+    "load_parts",
     "prepare",
     "prepare_lm",
 ]

@@ -228,12 +228,21 @@ def build_llava(
     del result
     model.tie_weights()
     if parts is not None:
-        _load_parts(model, parts)
+        load_parts(model, parts)
     model.eval()
     return model
 
 
-def _load_parts(model: LlavaForConditionalGeneration, parts: dict[str, torch.Tensor]) -> None:
+def load_parts(model: LlavaForConditionalGeneration, parts: dict[str, torch.Tensor]) -> None:
+    """Load ``vision_tower.*`` / ``multi_modal_projector.*`` weights into a Llava model (cast to float32).
+
+    Args:
+        model: the model.
+        parts: the weights, all keys under the two prefixes, both modules complete.
+
+    Raises:
+        BuiltinError: a key is outside the prefixes or the shapes do not fit.
+    """
     import torch
 
     vision = {k.removeprefix(VISION_PREFIX): v for k, v in parts.items() if k.startswith(VISION_PREFIX)}
