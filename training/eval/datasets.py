@@ -19,6 +19,7 @@ published layouts.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,33 +87,64 @@ def detect_format(path: Path) -> str:
     raise DataError(f"{path.name}: unrecognised VQA format (keys {sorted(first)[:8]})")
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where a published format keeps its fields and images."""
+
+    image_key: str
+    template_key: str | None  # record field naming the question template; None: yes/no vs open
+    image_dirs: tuple[str, ...]  # folders beside the file that may hold the images
+    english_only: bool = False  # SLAKE: keep ``q_lang == "en"``
+    nested_image_dirs: bool = False  # PathVQA: also one level of sub-folders of ``images/``
+
+
+_VQA_RAD = _Layout("image_name", "question_type", ("", "VQA_RAD Image Folder", "images"))
+_SLAKE = _Layout("img_name", "content_type", ("imgs", ""), english_only=True)
+_PATHVQA = _Layout("image", None, ("images", ""), nested_image_dirs=True)
+
+
+def _image_roots(path: Path, layout: _Layout) -> list[Path]:
+    roots = [path.parent / d if d else path.parent for d in layout.image_dirs]
+    images = path.parent / "images"
+    if layout.nested_image_dirs and images.is_dir():
+        roots += [d for d in images.glob("*") if d.is_dir()]
+    return roots
+
+
+def _load_published(path: Path, layout: _Layout) -> list[QAExample]:
+    """Records of a published VQA format as examples (see the module docstring for the layouts).
+
+    Raises:
+        DataError: missing fields or images.
+    """
+    roots = _image_roots(path, layout)
+    out = []
+    for number, r in enumerate(_read_json_or_jsonl(path), 1):
+        if layout.english_only and str(r.get("q_lang", "en")) != "en":
+            continue
+        try:
+            name, question, answer = str(r[layout.image_key]), str(r["question"]), str(r["answer"])
+        except KeyError as e:
+            raise DataError(f"{path.name} record {number}: missing {e}") from e
+        image = _find_image(roots, name)
+        if image is None:
+            raise DataError(f"{path.name} record {number}: image {name} not found")
+        qtype = _closed(r.get("answer_type"), answer)
+        if layout.template_key is None:
+            template, qid = ("yes/no" if qtype == "closed" else "open"), str(number)
+        else:
+            template, qid = str(r.get(layout.template_key, "")), str(r.get("qid", number))
+        out.append(QAExample(image, question, answer, qtype, template, qid))
+    return out
+
+
 def load_vqa_rad(path: Path) -> list[QAExample]:
     """VQA-RAD public JSON.
 
     Raises:
         DataError: missing fields or images.
     """
-    roots = [path.parent, path.parent / "VQA_RAD Image Folder", path.parent / "images"]
-    out = []
-    for number, r in enumerate(_read_json_or_jsonl(path), 1):
-        try:
-            name, question, answer = str(r["image_name"]), str(r["question"]), str(r["answer"])
-        except KeyError as e:
-            raise DataError(f"{path.name} record {number}: missing {e}") from e
-        image = _find_image(roots, name)
-        if image is None:
-            raise DataError(f"{path.name} record {number}: image {name} not found")
-        out.append(
-            QAExample(
-                image,
-                question,
-                answer,
-                _closed(r.get("answer_type"), answer),
-                str(r.get("question_type", "")),
-                str(r.get("qid", number)),
-            )
-        )
-    return out
+    return _load_published(path, _VQA_RAD)
 
 
 def load_slake(path: Path) -> list[QAExample]:
@@ -121,29 +153,7 @@ def load_slake(path: Path) -> list[QAExample]:
     Raises:
         DataError: missing fields or images.
     """
-    roots = [path.parent / "imgs", path.parent]
-    out = []
-    for number, r in enumerate(_read_json_or_jsonl(path), 1):
-        if str(r.get("q_lang", "en")) != "en":
-            continue
-        try:
-            name, question, answer = str(r["img_name"]), str(r["question"]), str(r["answer"])
-        except KeyError as e:
-            raise DataError(f"{path.name} record {number}: missing {e}") from e
-        image = _find_image(roots, name)
-        if image is None:
-            raise DataError(f"{path.name} record {number}: image {name} not found")
-        out.append(
-            QAExample(
-                image,
-                question,
-                answer,
-                _closed(r.get("answer_type"), answer),
-                str(r.get("content_type", "")),
-                str(r.get("qid", number)),
-            )
-        )
-    return out
+    return _load_published(path, _SLAKE)
 
 
 def load_pathvqa(path: Path) -> list[QAExample]:
@@ -152,26 +162,7 @@ def load_pathvqa(path: Path) -> list[QAExample]:
     Raises:
         DataError: missing fields or images.
     """
-    roots = [path.parent / "images", path.parent]
-    roots += (
-        [d for d in (path.parent / "images").glob("*") if d.is_dir()]
-        if (path.parent / "images").is_dir()
-        else []
-    )
-    out = []
-    for number, r in enumerate(_read_json_or_jsonl(path), 1):
-        try:
-            name, question, answer = str(r["image"]), str(r["question"]), str(r["answer"])
-        except KeyError as e:
-            raise DataError(f"{path.name} record {number}: missing {e}") from e
-        image = _find_image(roots, name)
-        if image is None:
-            raise DataError(f"{path.name} record {number}: image {name} not found")
-        qtype = _closed(r.get("answer_type"), answer)
-        out.append(
-            QAExample(image, question, answer, qtype, "yes/no" if qtype == "closed" else "open", str(number))
-        )
-    return out
+    return _load_published(path, _PATHVQA)
 
 
 def load_vqa(path: Path) -> list[QAExample]:
