@@ -32,6 +32,7 @@ BUNDLED_CHEST_XRAY = "RG1_UNCR.dcm"  # real PA chest radiograph in the pydicom t
 SYNTHETIC_NOTICE = "Built-in model: trained on synthetic data only. Research software, not for clinical use."
 RESEARCH_NOTICE = "Research software, not for clinical use."
 MAX_FACTS = 8  # facts offered to the model; more crowd a small model's context
+MAX_FACTS_SHOWN = 4  # facts listed in the text output (all of them are in --json)
 API_KEY_ENV = "MEDVLM_API_KEY"
 # The built-in model's training data: synthetic PA chest radiographs (CR / DX), single 2D images.
 BUILTIN_MODALITIES = frozenset({"CR", "DX"})
@@ -493,7 +494,14 @@ def format_answer(
     lines += [f"[warning] {w}" for w in [*answer.warnings, *(warnings or [])]]
     if answer.confidence is not None:
         lines.append(f"[confidence] yes/no {answer.confidence:.2f}")
-    lines += [f"[{f.fact_id}] {f.text} ({f.source})" for f in facts if f.fact_id in answer.cited_facts]
+    # The facts the model was given, cited ones first: the part of the answer a clinician can check.
+    shown = sorted(facts, key=lambda f: f.fact_id not in answer.cited_facts)[:MAX_FACTS_SHOWN]
+    if shown:
+        lines.append(f"Knowledge-graph facts given to the model ({len(shown)} of {len(facts)}):")
+        lines += [
+            f"  [{f.fact_id}]{' cited' if f.fact_id in answer.cited_facts else ''} {f.text} ({f.source})"
+            for f in shown
+        ]
     adapter = f" + {answer.model.adapter_version}" if answer.model.adapter_version else ""
     lines.append(f"-- {answer.model.model_version}{adapter}, {answer.latency_ms:.0f} ms. {notice}")
     return "\n".join(lines)

@@ -359,3 +359,28 @@ def test_registrar_and_package_import_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_text_output_lists_the_facts_given_cited_first() -> None:
+    facts = [
+        medvlm.KnowledgeFact(f"node_{i}", f"Fact number {i}.", "medvlm-curated@1.0") for i in range(6)
+    ]
+    answer = medvlm.Answer(
+        text="Yes.",
+        model=medvlm.ModelInfo("m@1", None, "llava", False),
+        grounded=True,
+        confidence=0.9,
+        abstained=False,
+        refused=False,
+        safety=[],
+        latency_ms=1.0,
+        views=["Image 1"],
+        cited_facts=["node_5"],
+    )
+    text = model_cmd.format_answer(answer, facts, "notice")
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("Knowledge-graph facts"))
+    assert f"({model_cmd.MAX_FACTS_SHOWN} of 6)" in lines[header]
+    assert lines[header + 1].startswith("  [node_5] cited Fact number 5.")
+    assert sum(line.startswith("  [node_") for line in lines) == model_cmd.MAX_FACTS_SHOWN
+    assert model_cmd.format_answer(answer, [], "notice").count("Knowledge-graph facts") == 0
