@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Any
 
+from llava_shapes import llava_15_7b_config
+
 DATASHEET_GBS = {
     "H200": 4800.0,
     "H100 80GB HBM3": 3350.0,
@@ -38,52 +40,9 @@ DATASHEET_GBS = {
 def build(tiny: bool, device: str, dtype: Any) -> Any:
     """LLaVA-1.5-7B shapes (CLIP ViT-L/336 + Llama-2-7B), or tiny ones, with random weights."""
     import torch
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
 
-    if tiny:
-        vision = CLIPVisionConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=56,
-            patch_size=14,
-        )
-        text = LlamaConfig(
-            vocab_size=1024,
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=4096,
-        )
-    else:
-        vision = CLIPVisionConfig(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=336,
-            patch_size=14,
-            projection_dim=768,
-        )
-        text = LlamaConfig(
-            vocab_size=32064,
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            max_position_embeddings=4096,
-        )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=text.vocab_size - 1,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
+    config = llava_15_7b_config(tiny)
     torch.manual_seed(0)
     with torch.device(device):
         previous = torch.get_default_dtype()

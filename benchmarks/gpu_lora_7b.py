@@ -20,53 +20,7 @@ import sys
 import time
 from typing import Any
 
-
-def _config(tiny: bool) -> Any:
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-    if tiny:
-        vision = CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        )
-        text = LlamaConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            vocab_size=1000,
-        )
-    else:
-        vision = CLIPVisionConfig(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=336,
-            patch_size=14,
-            projection_dim=768,
-        )
-        text = LlamaConfig(
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            vocab_size=32064,
-            max_position_embeddings=4096,
-        )
-    return LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=text.vocab_size - 1,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
+from llava_shapes import llava_15_7b_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.steps, args.warmup, args.seq_len, args.batch_size = 2, 0, 64, 2
     torch.manual_seed(0)
-    config = _config(args.tiny)
+    config = llava_15_7b_config(args.tiny)
     with device:
         model: Any = LlavaForConditionalGeneration(config)
     model = model.to(dtype)
@@ -122,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"gpu_lora_7b: --seq-len must exceed the {n_image} image tokens\n")
         return 2
     ids = torch.randint(0, config.text_config.vocab_size - 2, (args.batch_size, args.seq_len), device=device)
-    ids[:, 1 : 1 + n_image] = config.image_token_index
+    ids[:, 1 : 1 + n_image] = config.image_token_id
     pixels = torch.randn(args.batch_size, 3, vision.image_size, vision.image_size, device=device, dtype=dtype)
     labels = ids.clone()
     labels[:, : 1 + n_image] = -100
