@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_prep.phantoms.report_errors import ERROR_TYPES
 from training.batching import chat_prompt
 from training.data import DataError, QAExample, read_jsonl, split_file
 from training.eval.datasets import EVAL_SPLIT, load_probes, load_vqa
@@ -29,14 +30,7 @@ from training.eval.metrics import (
 
 logger = logging.getLogger(__name__)
 
-REPORT_ERROR_TYPES = (
-    "wrong_laterality",
-    "omitted_finding",
-    "inserted_finding",
-    "negation_flip",
-    "wrong_severity",
-    "wrong_location",
-)
+REPORT_ERROR_TYPES = ERROR_TYPES  # the injector's types: the scorer must name the same ones
 REPORTCHECK_QUESTION = (
     "Here is the radiology report for this image:\n{report}\n"
     "Does the report contain an error? Answer yes or no. If yes, name the error type: "
