@@ -194,7 +194,7 @@ def qa_from_record(record: dict[str, Any], root: Path) -> QAExample:
         image=(root / str(image)) if image else None,
         question=str(question).replace("<image>", "").strip(),
         answer=str(answer).strip(),
-        question_type=str(record.get("question_type", "open")),
+        question_type=str(record.get("question_type", "closed" if "pair_id" in record else "open")),
         template=str(record.get("template", record.get("category", ""))),
         id=str(record.get("id", "")),
         options=tuple(str(o) for o in record.get("options", ()) or ()),

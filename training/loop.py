@@ -65,6 +65,9 @@ class RunArgs:
         save_every: also checkpoint every this many steps (0: only at the end).
         resume_from: a checkpoint folder to continue from.
         num_threads: ``torch.set_num_threads`` (0 leaves the default).
+        mixed_precision: ``"bf16"`` runs forward passes under bfloat16 autocast (weights, optimizer
+            state and checkpoints stay float32); about 1.3-1.5x faster per LM step on these AVX-512
+            BF16 CPUs; ``"no"`` is plain float32.
         optim: optimizer settings.
     """
 
@@ -78,6 +81,7 @@ class RunArgs:
     save_every: int = 0
     resume_from: str | None = None
     num_threads: int = 0
+    mixed_precision: Literal["no", "bf16"] = "no"
     optim: OptimArgs = field(default_factory=OptimArgs)
 
     def __post_init__(self) -> None:
@@ -85,6 +89,8 @@ class RunArgs:
             raise ValueError("out_dir and data_dir are required")
         if self.max_steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("need max_steps >= 0, batch_size >= 1, grad_accum >= 1")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"mixed_precision: {self.mixed_precision!r} is not no|bf16")
 
 
 @dataclass
@@ -290,7 +296,10 @@ class Recipe(abc.ABC):
         Returns:
             What the run did.
         """
+        import torch
+
         cfg, acc = self.cfg, self.accelerator
+        bf16 = cfg.mixed_precision == "bf16"
         out = Path(cfg.out_dir)
         start, first_step = time.perf_counter(), self.step
         window: list[float] = []
@@ -299,7 +308,11 @@ class Recipe(abc.ABC):
         while self.step < cfg.max_steps:
             total = 0.0
             for _ in range(cfg.grad_accum):
-                loss = self.loss(self._model, self._indices()) / cfg.grad_accum
+                # Autocast here, not through Accelerator(mixed_precision=...): accelerate keeps that
+                # setting in a process-wide singleton, so stages with different settings could not
+                # run one after another in one process (medvlm train builtin).
+                with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = self.loss(self._model, self._indices()) / cfg.grad_accum
                 acc.backward(loss)
                 total += float(loss.detach())
             if cfg.optim.grad_clip:
@@ -414,4 +427,3 @@ class Recipe(abc.ABC):
             return self.train()
         finally:
             self.cleanup()
-

@@ -7,14 +7,17 @@ stage-1 checkpoint (to continue).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from training.recipes.llava_common import LlavaRecipe, LlavaRunConfig
 
 if TYPE_CHECKING:
     import torch
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,9 +26,13 @@ class ProjectorAlignConfig(LlavaRunConfig):
 
     Attributes:
         train_vision: also fine-tune the vision tower (off in the LLaVA recipe).
+        semantic_init: when ``init_from`` is a stage-0 checkpoint, start the projector from its
+            per-patch label head and the LM's embeddings of the label words
+            (:mod:`training.semantic_init`) instead of a random projector.
     """
 
     train_vision: bool = False
+    semantic_init: bool = False
 
 
 class ProjectorAlignRecipe(LlavaRecipe):
@@ -40,6 +47,8 @@ class ProjectorAlignRecipe(LlavaRecipe):
     def build(self) -> tuple[torch.nn.Module, int]:
         """Llava from the stage-0 parts; projector (and optionally ViT) trainable."""
         model = self.build_base()
+        if self.cfg.semantic_init:
+            self._semantic_init(model)
         for p in model.model.multi_modal_projector.parameters():
             p.requires_grad_(True)
         if self.cfg.train_vision:
@@ -47,6 +56,26 @@ class ProjectorAlignRecipe(LlavaRecipe):
                 p.requires_grad_(True)
         self.examples = self.load_examples()
         return model, len(self.examples)
+
+    def _semantic_init(self, model: Any) -> None:
+        """Projector from the stage-0 head (see :mod:`training.semantic_init`); logs the scale."""
+        import torch
+
+        from training.data import PixelCache, load_labelled_images
+        from training.semantic_init import init_projector, label_embeddings, label_text, read_stage0_head
+
+        labels, weight, bias = read_stage0_head(Path(self.cfg.init_from))
+        targets = label_embeddings(
+            [label_text(x) for x in labels], self.processor.tokenizer, model.get_input_embeddings().weight
+        )
+        images = [item.image for item in load_labelled_images(Path(self.cfg.data_dir), "train")[:64]]
+        pixels = PixelCache(self.processor.image_processor).get(images)
+        with torch.no_grad():
+            features = model.model.vision_tower(pixels).last_hidden_state[:, 1:]
+        scale = init_projector(model.model.multi_modal_projector, weight, bias, targets, features)
+        logger.info(
+            "stage 1: semantic projector init from %d stage-0 labels (scale %.3f)", len(labels), scale
+        )
 
     def export(self, model: torch.nn.Module, folder: Path) -> None:
         """Write ``parts.safetensors`` + ``parts.json``."""
