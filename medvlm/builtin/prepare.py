@@ -13,11 +13,14 @@ written inside the repository and nothing is downloaded.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +79,32 @@ def _write_stamp(folder: Path, stamp: dict[str, object]) -> None:
     (folder / STAMP).write_text(json.dumps(stamp, indent=2, sort_keys=True))
 
 
+@contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Hold ``<root>/.prepare.lock`` (an advisory ``flock``) so that concurrent processes preparing
+    the same cache (two app workers, a test run beside a training run) convert and assemble one at a
+    time and never see each other's half-written folders."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".prepare.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an old ``target`` is renamed aside first and removed after, so
+    the folder is never missing or half-written at its path."""
+    old: Path | None = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{os.getpid()}")
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def prepare_lm(home: Path | None = None, *, gguf: Path | None = None, force: bool = False) -> Path:
     """Convert SmolLM2 once into ``<home>/builtin/lm`` and return that folder.
 
@@ -91,6 +120,11 @@ def prepare_lm(home: Path | None = None, *, gguf: Path | None = None, force: boo
         BuiltinError: the GGUF is missing or conversion failed.
     """
     root = (home or default_home()) / "builtin"
+    with _exclusive(root):
+        return _prepare_lm_locked(root, gguf=gguf, force=force)
+
+
+def _prepare_lm_locked(root: Path, *, gguf: Path | None, force: bool) -> Path:
     lm_dir = root / "lm"
     gguf_path = gguf or find_gguf()
     stamp = {"format": STAMP_FORMAT, "gguf_sha256": sha256_file(gguf_path)}
@@ -109,6 +143,22 @@ def _parts_digest(weights_dir: Path) -> str:
                 "committed by training; see medvlm/builtin/MODEL_CARD.md to rebuild them)"
             )
     return sha256_file(weights_dir / PARTS_WEIGHTS)[:16] + sha256_file(weights_dir / PARTS_SPEC)[:16]
+
+
+def _assemble_locked(lm_dir: Path, weights: Path, digest: str, *, force: bool) -> Path:
+    model_dir = lm_dir.parent / f"model-{digest[:12]}"
+    stamp = {"format": STAMP_FORMAT, "parts": digest, "lm": _read_stamp(lm_dir)}
+    complete = all((model_dir / name).is_file() for name in MODEL_FILES)
+    if force or not complete or _read_stamp(model_dir) != stamp:
+        tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=lm_dir.parent))
+        try:
+            assemble(lm_dir, weights, tmp)
+            _write_stamp(tmp, stamp)
+            _replace_dir(tmp, model_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return model_dir
 
 
 def prepare(
@@ -136,22 +186,10 @@ def prepare(
     weights = weights_dir or default_weights_dir()
     digest = _parts_digest(weights)
     spec = PartsSpec.from_file(weights / PARTS_SPEC)
-    lm_dir = prepare_lm(home, gguf=gguf, force=force)
-    lm_stamp = _read_stamp(lm_dir)
-    model_dir = lm_dir.parent / f"model-{digest[:12]}"
-    stamp = {"format": STAMP_FORMAT, "parts": digest, "lm": lm_stamp}
-    complete = all((model_dir / name).is_file() for name in MODEL_FILES)
-    if force or not complete or _read_stamp(model_dir) != stamp:
-        tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=lm_dir.parent))
-        try:
-            assemble(lm_dir, weights, tmp)
-            _write_stamp(tmp, stamp)
-            if model_dir.exists():
-                shutil.rmtree(model_dir)
-            tmp.rename(model_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    root = (home or default_home()) / "builtin"
+    with _exclusive(root):
+        lm_dir = _prepare_lm_locked(root, gguf=gguf, force=force)
+        model_dir = _assemble_locked(lm_dir, weights, digest, force=force)
     adapter = weights / ADAPTER_DIR
     adapter_dir: Path | None = None
     adapter_version: str | None = None

@@ -165,3 +165,31 @@ def test_real_builtin_model_prepares_loads_and_answers(tmp_path: Path) -> None:
     out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     text = processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert text.strip()
+
+
+def test_prepare_lock_is_exclusive_across_open_files(tmp_path: Path) -> None:
+    import fcntl
+
+    from medvlm.builtin.prepare import _exclusive
+
+    with (
+        _exclusive(tmp_path),
+        (tmp_path / ".prepare.lock").open("a") as other,
+        pytest.raises(BlockingIOError),
+    ):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with (tmp_path / ".prepare.lock").open("a") as other:  # released afterwards
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_replace_dir_swaps_in_the_new_folder_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    from medvlm.builtin.prepare import _replace_dir
+
+    target, new = tmp_path / "model-x", tmp_path / ".model-new"
+    target.mkdir()
+    (target / "config.json").write_text("old")
+    new.mkdir()
+    (new / "config.json").write_text("new")
+    _replace_dir(new, target)
+    assert (target / "config.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-x"]
