@@ -108,7 +108,7 @@ def init_projector(
     sample_features: torch.Tensor,
     *,
     rest_scale: float = 0.1,
-    quantile: float = 0.99,
+    quantile: float = 0.5,
 ) -> float:
     """Overwrite a ``LlavaMultiModalProjector``'s weights in place (see module docstring).
 
@@ -119,10 +119,11 @@ def init_projector(
         targets: ``(L, D)`` embedding each label unit writes.
         sample_features: ``(N, P, H)`` vision features of some training images (to set the scale).
         rest_scale: factor on the default initialisation of the other hidden units.
-        quantile: the activation quantile that is mapped to a target-sized vector.
+        quantile: which quantile of the label evidence in the sample (each present label's
+            strongest patch, activations above 0.1) is mapped to a target-sized vector.
 
     Returns:
-        The activation scale used (the ``quantile`` of the label units' activations).
+        The activation scale used.
 
     Raises:
         ValueError: shapes disagree or there are more labels than hidden units.
@@ -142,7 +143,9 @@ def init_projector(
         )
     with torch.no_grad():
         activation = projector.act(sample_features.float() @ head_weight.float().T + head_bias.float())
-        scale = float(torch.quantile(activation.flatten()[:1_000_000], quantile).clamp_min(1e-3))
+        strongest = activation.amax(dim=1).flatten()  # per image and label, its strongest patch
+        evidence = strongest[strongest > 0.1]
+        scale = float(torch.quantile(evidence if evidence.numel() else strongest, quantile).clamp_min(1e-3))
         lin1.weight.mul_(rest_scale)
         lin1.bias.mul_(rest_scale)
         lin1.weight[:n_labels] = head_weight.to(lin1.weight.dtype)
