@@ -5,12 +5,15 @@ Three steps, all dictionary-based and fast (well under a millisecond per sentenc
 1. **Alias dictionary.** Every node's name, synonyms and abbreviations are folded
    (:func:`knowledge_graph.text.alias_key`: British/American spelling, light plural stem) into a
    token-tuple → node map. Text is scanned left to right, longest alias first.
-2. **Misspellings.** A token that is in no alias and is not a common word is corrected to the
+2. **Derived forms.** A token in no alias whose derivational stem (:func:`knowledge_graph.text.stem`)
+   is that of an alias token is read as that token: "haemorrhagic" as "haemorrhage", "nodular"
+   as "nodule", "necrotic" as "necrosis" (marked ``fuzzy``, like a spelling correction).
+3. **Misspellings.** A token that is in no alias and is not a common word is corrected to the
    closest alias token by Damerau-Levenshtein distance (1 for 4-8 letters, 2 for 9 or more),
    found through a symmetric-deletion index (the SymSpell idea) rather than a new dependency:
    the alias vocabulary is small (a few thousand tokens), so the index is built in milliseconds
    and a lookup is a handful of dictionary probes.
-3. **Context.** ConText negation and uncertainty per sentence (:mod:`knowledge_graph.context`).
+4. **Context.** ConText negation and uncertainty per sentence (:mod:`knowledge_graph.context`).
 
 Short abbreviations are matched only where they are written in capitals ("PE", "MS"), so that
 "us" or "pe" in running text is not taken for ultrasound or pulmonary embolism.
@@ -27,7 +30,7 @@ from types import MappingProxyType
 
 from knowledge_graph.context import ContextRules, assign_context
 from knowledge_graph.schema import Node, NodeType
-from knowledge_graph.text import DETERMINERS, alias_key, fold, token_spans
+from knowledge_graph.text import DETERMINERS, alias_key, fold, stem, token_spans
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,8 @@ class Entity:
         uncertain: the text is unsure or hypothetical ("possible effusion", "?TB").
         start: character offset of the mention.
         end: character offset just past the mention.
-        fuzzy: True when a misspelling was corrected to link it.
+        fuzzy: True when a misspelling was corrected or a derived form ("nodular") was read as
+            its alias word to link it.
     """
 
     text: str
@@ -185,6 +189,11 @@ class EntityLinker:
         self.vocabulary = set(freq)
         self.common = _load_common_words()
         self.spelling = SpellingIndex((w for w in freq if w.isalpha() and len(w) >= 4), freq)
+        # stem → the most frequent alias token with that stem (ties: the shorter, then alphabetical)
+        self.derived: dict[str, str] = {}
+        for w in sorted(freq, key=lambda w: (-freq[w], len(w), w)):
+            if w.isalpha() and len(w) >= 4:
+                self.derived.setdefault(stem(w), w)
 
     def link(self, text: str) -> list[Entity]:
         """Find every mentioned concept with its negation and uncertainty.
@@ -210,7 +219,8 @@ class EntityLinker:
         for t in raw:
             k = fold(t)
             if k not in self.vocabulary and t not in self.common and k.isalpha():
-                c = self.spelling.correct(k)
+                c = self.derived.get(stem(k)) if len(k) >= 4 else None
+                c = c or self.spelling.correct(k)
                 if c is not None:
                     keys.append(c)
                     fixed.append(True)

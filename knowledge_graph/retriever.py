@@ -12,7 +12,12 @@ Ranking of a node (only findings, diseases, imaging signs and tissue patterns ar
 * ``0.8 × cosine`` from the dense MiniLM index;
 * ``0.5 × parent score`` for 1-hop neighbours of linked nodes along ``suggests``, ``is_a``,
   ``associated_with`` and ``differential_of`` (k-hop expansion; ``hops`` sets k);
-* plus ``0.05 × cosine`` as a tie-breaker.
+* plus ``0.05 × cosine`` as a tie-breaker;
+* plus ``0.3 × lexical`` (:class:`LexicalIndex`): the IDF-weighted share of the query's content
+  words (derivational stems, so "haemorrhagic" meets "haemorrhage") found in the node's names,
+  definition and visual description. It ranks a specific node above its linked parent when the
+  query carries the specific node's words ("tripolar mitotic figure"), and finds descriptive
+  phrasings that no alias covers, without the encoder.
 
 **Negated mentions** ("no effusion") are never results and never seeds of expansion: a ruled-out
 finding must not be presented as present. They are kept in ``Retrieval.entities`` and listed in the
@@ -22,6 +27,7 @@ prompt context under "Stated absent in the text", so the model knows what was ex
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +38,7 @@ from knowledge_graph.graph import DEFAULT_DATA_DIR, KnowledgeGraph, load_graph
 from knowledge_graph.index import DenseIndex, Embedder, default_cache_dir
 from knowledge_graph.linking import Entity, EntityLinker
 from knowledge_graph.schema import RETRIEVABLE_TYPES, EdgeType, Node, NodeType
+from knowledge_graph.text import stems, token_spans
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +207,58 @@ def _composable(attribute: Node) -> bool:
     return is_attr and (attribute.kind in _COMPOSABLE_KINDS or attribute.id == "shape_enlarged")
 
 
+_ALIAS_FIELD_WEIGHT = 1.0
+_TEXT_FIELD_WEIGHT = 0.6
+
+
+class LexicalIndex:
+    """IDF-weighted bag-of-stems match of a query against each node's own text.
+
+    A node's words are the stems (:func:`knowledge_graph.text.stems`) of its name, synonyms and
+    longer abbreviations (weight 1.0) and of its definition and visual description (weight 0.6).
+    The score of a node is the sum of ``idf × weight`` over the query stems it contains, divided by
+    the sum of ``idf`` over the query stems any node contains, so it lies in ``[0, 1]``.
+    """
+
+    def __init__(self, nodes: Iterable[Node]) -> None:
+        """Index nodes (normally the retrievable ones)."""
+        self.postings: dict[str, dict[str, float]] = {}
+        count = 0
+        for n in nodes:
+            count += 1
+            weights: dict[str, float] = {}
+            long_abbrevs = [a for a in n.abbreviations if len(a) > 3]
+            for text in (n.name, *n.synonyms, *long_abbrevs):
+                for t in stems(text):
+                    weights[t] = _ALIAS_FIELD_WEIGHT
+            for text in (n.definition, n.visual or ""):
+                for t in stems(text):
+                    weights.setdefault(t, _TEXT_FIELD_WEIGHT)
+            for t, w in weights.items():
+                self.postings.setdefault(t, {})[n.id] = w
+        self.idf = {t: math.log(1.0 + count / len(p)) for t, p in self.postings.items()}
+
+    def score(self, words: Iterable[str]) -> dict[str, float]:
+        """Score nodes against query stems.
+
+        Args:
+            words: the query's stems (duplicates count once).
+
+        Returns:
+            ``node id → score`` in ``(0, 1]`` for nodes sharing at least one stem.
+        """
+        known = [t for t in set(words) if t in self.idf]
+        total = sum(self.idf[t] for t in known)
+        out: dict[str, float] = {}
+        if total <= 0:
+            return out
+        for t in known:
+            idf = self.idf[t]
+            for node, w in self.postings[t].items():
+                out[node] = out.get(node, 0.0) + idf * w / total
+        return out
+
+
 class Retriever:
     """Entity linking + dense search + k-hop expansion over the knowledge graph."""
 
@@ -210,6 +269,7 @@ class Retriever:
         embedder: Embedder | None,
         hops: int = 1,
         dense: DenseMode = "always",
+        lexical: float = 0.3,
     ) -> None:
         """Assemble a retriever from its parts.
 
@@ -221,6 +281,7 @@ class Retriever:
             dense: ``always`` embeds every query; ``fallback`` only when linking found no
                 asserted finding, disease, sign or pattern (saves the encoder's ~10-20 ms on
                 CPU for most report text); ``never`` disables dense search.
+            lexical: weight of the :class:`LexicalIndex` score (0 disables it).
         """
         if dense not in ("always", "fallback", "never"):
             raise ValueError(f"dense must be always, fallback or never, not {dense!r}")
@@ -230,6 +291,8 @@ class Retriever:
         self.hops = hops
         self.dense = dense
         self.linker = EntityLinker(graph.nodes(), compositions=compositions_from_graph(graph))
+        self.lexical_weight = lexical
+        self.lexical = LexicalIndex(n for n in graph.nodes() if n.type in RETRIEVABLE_TYPES)
 
     @classmethod
     def from_default(
@@ -294,6 +357,9 @@ class Retriever:
             final[n] = max(final.get(n, 0.0), 0.8 * sim)
         for n in final:
             final[n] += 0.05 * dense.get(n, 0.0)
+        if self.lexical_weight > 0:
+            for n, lex in self.lexical.score(_unnegated_stems(text, entities)).items():
+                final[n] = final.get(n, 0.0) + self.lexical_weight * lex
         ranked = sorted(
             ((n, s) for n, s in final.items() if n not in negated and n in self.graph),
             key=lambda x: (-x[1], x[0]),
@@ -403,6 +469,13 @@ def order_facts(results: list[Result]) -> list[Fact]:
         for i, f in enumerate(r.facts)
     ]
     return [f for *_, f in sorted(keyed, key=lambda x: x[:3])]
+
+
+def _unnegated_stems(text: str, entities: list[Entity]) -> list[str]:
+    """Stems of the text outside negated mentions ("no effusion" is no evidence of effusion)."""
+    cut = [(e.start, e.end) for e in entities if e.negated]
+    kept = [t for t, s, e in token_spans(text) if not any(a <= s and e <= b for a, b in cut)]
+    return stems(" ".join(kept))
 
 
 def ensure_index(

@@ -98,3 +98,55 @@ def alias_key(text: str) -> tuple[str, ...]:
         Tuple of folded tokens (empty for text without word characters).
     """
     return tuple(fold(t) for t in tokens(text) if t != "?" and t not in DETERMINERS)
+
+
+# Derivational suffixes, longest first, for :func:`stem` (adjective/verb forms of finding nouns).
+# Each is (suffix, replacement): "-osis"/"-oses"/"-otic" meet at "-ot", "-asis"/"-atic" at "-at".
+_STEM_SUFFIXES = (
+    ("ically", ""), ("ication", ""), ("oses", "ot"), ("ose", "ot"), ("ases", "at"),
+    ("osis", "ot"), ("otic", "ot"), ("asis", "at"), ("atic", "at"),
+    ("ation", ""), ("ated", ""), ("ement", ""), ("ment", ""), ("ings", ""), ("ing", ""), ("ical", ""),
+    ("ular", ""), ("ule", ""), ("tous", ""), ("ous", ""), ("ity", ""), ("ied", ""), ("ion", ""), ("ic", ""),
+    ("al", ""), ("ar", ""), ("ed", ""), ("ia", ""), ("is", ""), ("es", ""), ("a", ""), ("e", ""),
+    ("y", ""), ("s", ""),
+)
+# Words too general to count as evidence in lexical scoring (prepositions, auxiliaries, ...).
+STOPWORDS = frozenset(
+    {
+        "a", "an", "and", "any", "are", "as", "at", "be", "been", "by", "can", "could", "did", "do",
+        "does", "for", "from", "has", "have", "how", "i", "if", "in", "into", "is", "it", "me", "my",
+        "of", "on", "or", "that", "the", "there", "this", "to", "was", "what", "which", "with", "were",
+        "will", "would", "you", "your", "its", "than", "not", "no", "but", "also", "often", "usually",
+        "may", "more", "most", "other", "such", "typically", "very", "?", "look", "looks", "like",
+        "see", "seen", "show", "shows", "doing", "something", "anything", "thing",
+    }
+)
+
+
+def stem(token: str) -> str:
+    """Crude derivational stem, shared by both sides of lexical comparison.
+
+    ``hemorrhagic`` and ``hemorrhage`` → ``hemorrhag``; ``nodular`` and ``nodule`` → ``nodul``;
+    ``bleeding`` and ``bleed`` → ``bleed``. Up to two suffixes are removed, each the first listed that
+    leaves at least four letters (three for the "-osis"/"-otic" pairs), so ``emphysematous`` and
+    ``emphysema`` meet. Like :func:`fold`, it need only be consistent, not exact.
+
+    Args:
+        token: a folded lower-case token.
+
+    Returns:
+        The stem.
+    """
+    for _ in range(2):
+        for suffix, replacement in _STEM_SUFFIXES:
+            if token.endswith(suffix) and len(token) - len(suffix) >= (3 if replacement else 4):
+                token = token[: -len(suffix)] + replacement
+                break
+        else:
+            break
+    return token
+
+
+def stems(text: str) -> list[str]:
+    """Return the stems of the content words of ``text`` (stop words dropped), in order."""
+    return [stem(fold(t)) for t in tokens(text) if t not in STOPWORDS and t not in DETERMINERS]
