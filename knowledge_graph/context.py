@@ -22,7 +22,7 @@ from knowledge_graph.schema import KgError
 from knowledge_graph.text import tokens
 
 RULES_PATH = Path(__file__).resolve().parent / "resources" / "context_rules.yaml"
-_QUESTION_WORDS = frozenset(
+QUESTION_WORDS = frozenset(
     {"is", "are", "does", "do", "did", "can", "could", "where", "what", "how", "which", "should"}
     | {"was", "were", "will", "would", "has", "have", "why"}
 )
@@ -116,7 +116,7 @@ def assign_context(
     covered = frozenset(i for s, e in spans for i in range(s, e))
     triggers = rules.find(toks, covered)
     terminators = sorted(s for s, _, t in triggers if t.category == "terminator")
-    question = bool(toks) and toks[0] in _QUESTION_WORDS
+    question = bool(toks) and toks[0] in QUESTION_WORDS
     out: list[tuple[bool, bool]] = []
     for s, e in spans:
         flags = {"negated": False, "uncertain": False}

@@ -14,6 +14,15 @@ Three steps, all dictionary-based and fast (well under a millisecond per sentenc
    the alias vocabulary is small (a few thousand tokens), so the index is built in milliseconds
    and a lookup is a handful of dictionary probes.
 4. **Context.** ConText negation and uncertainty per sentence (:mod:`knowledge_graph.context`).
+5. **Dense span linking** (optional, when the caller passes a ``span_linker``): a noun-phrase-like
+   span that no finding, disease, sign or pattern alias resolves, inside the scope of a negation
+   or uncertainty trigger ("no subarachnoid blood", "? retained fluid", "X is not seen"), is
+   embedded and linked to the nearest finding/disease/sign node when the cosine clears
+   :data:`SPAN_THRESHOLD`. A predicate adjective is composed with its subject first ("the
+   mediastinum is not widened" → "widened mediastinum"). Such entities carry the trigger's status
+   and ``source="dense"``; without a span linker (no encoder) this step does not run.
+
+Plural and possessive forms of abbreviations ("PEs", "ETTs", "NGT's") match like the singular.
 
 Short abbreviations are matched only where they are written in capitals ("PE", "MS"), so that
 "us" or "pe" in running text is not taken for ultrasound or pulmonary embolism.
@@ -23,14 +32,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from knowledge_graph.context import ContextRules, assign_context
-from knowledge_graph.schema import Node, NodeType
-from knowledge_graph.text import DETERMINERS, alias_key, fold, stem, token_spans
+from knowledge_graph.context import QUESTION_WORDS, ContextRules, assign_context
+from knowledge_graph.schema import RETRIEVABLE_TYPES, Node, NodeType
+from knowledge_graph.text import DETERMINERS, STOPWORDS, alias_key, fold, stem, token_spans
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +53,30 @@ _TYPE_PRIORITY = MappingProxyType(
         NodeType.TISSUE_PATTERN: 3,
     }
 )
+# "PEs", "ETTs", "NGT's": an abbreviation in capitals with a plural or possessive ending.
+_ABBREV_PLURAL_RE = re.compile(r"([A-Z][A-Z0-9]*[A-Z])(?:'[sS]|s)")
+SPAN_THRESHOLD = 0.6
+"""Cosine a span must reach to be dense-linked (chosen on the burned query sets and probe sentences;
+wrong links clustered at 0.51-0.56, right ones at 0.61-0.74)."""
+_SPAN_MAX_TOKENS = 6
+_SPAN_SEPARATORS = frozenset({"and", "or", "nor", "?"})
+_COPULAS = frozenset(
+    {"is", "are", "was", "were", "appears", "appear", "seems", "seem", "looks", "look", "be"}
+)
+SpanLinker = Callable[[list[str]], list[tuple[str, float] | None]]
+"""Maps phrases to their best ``(node id, cosine)`` among findings, diseases and signs (or None)."""
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """An unresolved span in a trigger's scope, waiting for dense linking."""
+
+    phrase: str
+    start: int
+    end: int
+    negated: bool
+    uncertain: bool
+    linked: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -59,7 +92,10 @@ class Entity:
         start: character offset of the mention.
         end: character offset just past the mention.
         fuzzy: True when a misspelling was corrected or a derived form ("nodular") was read as
-            its alias word to link it.
+            its alias word to link it, or when the entity was dense-linked.
+        source: ``alias`` (the alias dictionary, with its compositions) or ``dense`` (a span
+            linked by embedding similarity: less certain, see :data:`SPAN_THRESHOLD`).
+        similarity: the cosine of a dense-linked span to its node; None for alias links.
     """
 
     text: str
@@ -70,6 +106,8 @@ class Entity:
     start: int
     end: int
     fuzzy: bool = False
+    source: str = "alias"
+    similarity: float | None = None
 
 
 def damerau_levenshtein(a: str, b: str) -> int:
@@ -163,11 +201,14 @@ class EntityLinker:
         self.rules = rules or ContextRules.load()
         self.compositions = compositions or {}
         self.names: dict[str, str] = {}
+        self.types: dict[str, NodeType] = {}
+        self.span_threshold = SPAN_THRESHOLD
         self.aliases: dict[tuple[str, ...], str] = {}
         self.caps_only: set[tuple[str, ...]] = set()
         priority: dict[tuple[str, ...], int] = {}
         for n in nodes:
             self.names[n.id] = n.name
+            self.types[n.id] = n.type
             rank = _TYPE_PRIORITY.get(n.type, 9)
             for form, is_abbrev in [(f, False) for f in (n.name, *n.synonyms)] + [
                 (a, True) for a in n.abbreviations
@@ -195,29 +236,63 @@ class EntityLinker:
             if w.isalpha() and len(w) >= 4:
                 self.derived.setdefault(stem(w), w)
 
-    def link(self, text: str) -> list[Entity]:
+    def link(self, text: str, span_linker: SpanLinker | None = None) -> list[Entity]:
         """Find every mentioned concept with its negation and uncertainty.
 
         Args:
             text: question, report or draft answer.
+            span_linker: embeds unresolved spans in a negation/uncertainty scope and returns their
+                nearest finding/disease/sign; None (no encoder) skips dense span linking.
 
         Returns:
             Entities in text order; the same node may appear more than once.
         """
         entities: list[Entity] = []
+        candidates: list[_Candidate] = []
         for m in _SENTENCE_RE.finditer(text):
-            entities.extend(self._link_sentence(text, m.start(), m.group(0)))
+            ents, cands = self._link_sentence(text, m.start(), m.group(0), span_linker is not None)
+            entities.extend(ents)
+            candidates.extend(cands)
+        if candidates and span_linker is not None:
+            entities.extend(self._dense_entities(text, candidates, span_linker))
+            entities.sort(key=lambda e: (e.start, e.end))
         return entities
 
-    def _link_sentence(self, text: str, offset: int, sentence: str) -> list[Entity]:
-        spans = [sp for sp in token_spans(sentence) if sp[0] not in DETERMINERS]
-        if not spans:
-            return []
-        raw = [t for t, _, _ in spans]
+    def _dense_entities(
+        self, text: str, candidates: list[_Candidate], span_linker: SpanLinker
+    ) -> list[Entity]:
+        out: list[Entity] = []
+        for c, hit in zip(candidates, span_linker([c.phrase for c in candidates]), strict=True):
+            if hit is None or hit[1] < self.span_threshold or hit[0] in c.linked or hit[0] not in self.names:
+                continue
+            if any(e.node == hit[0] and e.start == c.start for e in out):
+                continue
+            node, sim = hit
+            out.append(
+                Entity(text[c.start : c.end], node, self.names[node], c.negated, c.uncertain, c.start, c.end,
+                       fuzzy=True, source="dense", similarity=round(sim, 4))
+            )
+        return out
+
+    def _keys(
+        self, sentence: str, spans: list[tuple[str, int, int]]
+    ) -> tuple[list[str], list[bool], list[bool]]:
+        """Folded keys, spelling-corrected flags and written-in-capitals flags of the tokens."""
         keys: list[str] = []
         fixed: list[bool] = []
-        for t in raw:
+        caps: list[bool] = []
+        for t, a, b in spans:
+            written = sentence[a:b]
             k = fold(t)
+            plural = _ABBREV_PLURAL_RE.fullmatch(written)
+            if plural and fold(plural.group(1).lower()) in self.vocabulary:
+                keys.append(fold(plural.group(1).lower()))  # "PEs", "NGT's" → "pe", "ngt"
+                fixed.append(False)
+                caps.append(True)
+                continue
+            caps.append(written.isupper() or not any(ch.isalpha() for ch in written))
+            if t.endswith("'s") and k not in self.vocabulary and fold(t[:-2]) in self.vocabulary:
+                k = fold(t[:-2])  # possessive: "heart's" → "heart"
             if k not in self.vocabulary and t not in self.common and k.isalpha():
                 c = self.derived.get(stem(k)) if len(k) >= 4 else None
                 c = c or self.spelling.correct(k)
@@ -227,6 +302,16 @@ class EntityLinker:
                     continue
             keys.append(k)
             fixed.append(False)
+        return keys, fixed, caps
+
+    def _link_sentence(
+        self, text: str, offset: int, sentence: str, want_spans: bool = False
+    ) -> tuple[list[Entity], list[_Candidate]]:
+        spans = [sp for sp in token_spans(sentence) if sp[0] not in DETERMINERS]
+        if not spans:
+            return [], []
+        raw = [t for t, _, _ in spans]
+        keys, fixed, caps = self._keys(sentence, spans)
         found: list[tuple[int, int, str]] = []
         i = 0
         while i < len(keys):
@@ -235,7 +320,7 @@ class EntityLinker:
                 node = self.aliases.get(key)
                 if node is None:
                     continue
-                if key in self.caps_only and not _written_in_caps(sentence, spans[i : i + n]):
+                if key in self.caps_only and not all(caps[i : i + n]):
                     continue
                 if n == 1 and fixed[i] and keys[i] in self.common:
                     continue
@@ -250,7 +335,107 @@ class EntityLinker:
         for (s, e, node), (neg, unc) in zip(found, flags, strict=True):
             start, end = offset + spans[s][1], offset + spans[e - 1][2]
             out.append(Entity(text[start:end], node, self.names[node], neg, unc, start, end, any(fixed[s:e])))
+        if not want_spans:
+            return out, []
+        linked = frozenset(n for *_, n in found)
+        cands = [
+            _Candidate(phrase, offset + spans[s][1], offset + spans[e - 1][2], neg, unc, linked)
+            for phrase, s, e, neg, unc in self._scope_spans(sentence, spans, found)
+        ]
+        return out, cands
+
+    def _scope_spans(
+        self, sentence: str, spans: list[tuple[str, int, int]], found: list[tuple[int, int, str]]
+    ) -> list[tuple[str, int, int, bool, bool]]:
+        """Unresolved spans inside negation/uncertainty scopes: ``(phrase, start, end, negated, uncertain)``.
+
+        A span is a run of tokens in a trigger's scope, cut at commas, "and"/"or"/"nor", other
+        triggers and terminators, and kept only when it holds a content word and no linked
+        finding, disease, sign or pattern. After ``<subject> is not <adjective>`` the phrase is the
+        adjective composed with the subject ("widened mediastinum").
+        """
+        raw = [t for t, _, _ in spans]
+        resolved = {i for s, e, n in found if self.types.get(n) in RETRIEVABLE_TYPES for i in range(s, e)}
+        covered = frozenset(i for s, e, _ in found for i in range(s, e))
+        triggers = self.rules.find(raw, covered)
+        stops = {i for ts, te, _ in triggers for i in range(ts, te)}
+        comma_before = {
+            i for i in range(1, len(spans)) if "," in sentence[spans[i - 1][2] : spans[i][1]]
+        }
+
+        def run(i: int, step: int) -> tuple[int, int]:
+            """The token run from ``i`` in direction ``step`` up to a boundary: ``[start, end)``."""
+            j = i
+            while 0 <= j < len(raw) and j not in stops and raw[j] not in _SPAN_SEPARATORS:
+                if step > 0 and j > i and j in comma_before:
+                    break
+                if step < 0 and j < i and (j + 1) in comma_before:
+                    break
+                j += step
+            return (i, j) if step > 0 else (j + 1, i + 1)
+
+        def usable(s: int, e: int) -> bool:
+            content = [t for t in raw[s:e] if t not in STOPWORDS and t not in self.common]
+            return e > s and bool(content) and not resolved.intersection(range(s, e))
+
+        out: list[tuple[str, int, int, bool, bool]] = []
+        question = raw[0] in QUESTION_WORDS
+        for ts, te, trig in triggers:
+            if trig.category not in ("negated", "uncertain"):
+                continue
+            neg, unc = trig.category == "negated", trig.category == "uncertain"
+            if trig.direction == "forward":
+                s, e = run(te, 1)
+                subject = self._subject(raw, ts, stops, comma_before)
+                if subject is None:
+                    # the scope is a list: "no A or B", "no A, B or C"; a comma without a later
+                    # "or"/"nor" ends it ("no effusion, small pneumothorax" asserts the latter)
+                    while s < len(raw) and s not in stops:
+                        if usable(s, min(e, s + _SPAN_MAX_TOKENS)):
+                            e2 = min(e, s + _SPAN_MAX_TOKENS)
+                            out.append((" ".join(raw[s:e2]), s, e2, neg, unc))
+                        if e >= len(raw) or e in stops or not _list_goes_on(raw, e, stops):
+                            break
+                        s, e = run(e + (raw[e] in _SPAN_SEPARATORS), 1)
+                    continue
+                e = min(e, s + _SPAN_MAX_TOKENS)
+                ss, se = subject
+                adjective = e > s and not resolved.intersection(range(s, e))
+                # "the effusion is not large": the subject is resolved already, nothing to link
+                if adjective and not resolved.intersection(range(ss, se)):
+                    out.append((" ".join(raw[s:e] + raw[ss:se]), ss, e, neg, unc))  # "big heart"
+            elif ts > 0:
+                twin = any(
+                    t.tokens == trig.tokens and t.direction == "forward" and x == ts for x, _, t in triggers
+                )
+                if twin and usable(*run(te, 1)):
+                    continue  # "negative for X": the forward reading was taken
+                s, e = run(ts - 1, -1)
+                s = max(s, e - _SPAN_MAX_TOKENS)
+                if usable(s, e):
+                    out.append((" ".join(raw[s:e]), s, e, neg, unc))
+        if not question:  # "?subarachnoid blood": the adjacent run is uncertain
+            for q in (i for i, t in enumerate(raw) if t == "?"):
+                s, e = run(q + 1, 1) if q + 1 < len(raw) else (q, q)
+                e = min(e, s + _SPAN_MAX_TOKENS)
+                if usable(s, e) and not any(s <= x[1] < e for x in out):
+                    out.append((" ".join(raw[s:e]), s, e, False, True))
         return out
+
+    def _subject(
+        self, raw: list[str], ts: int, stops: set[int], comma_before: set[int]
+    ) -> tuple[int, int] | None:
+        """The subject of ``<subject> <copula> <trigger>`` ("mediastinum is not"), or None."""
+        if ts < 2 or raw[ts - 1] not in _COPULAS or (ts - 1) in stops:
+            return None
+        e = ts - 1
+        s = e
+        while s > 0 and (s - 1) not in stops and raw[s - 1] not in _SPAN_SEPARATORS and s not in comma_before:
+            s -= 1
+        s = max(s, e - _SPAN_MAX_TOKENS)
+        if not [t for t in raw[s:e] if t not in STOPWORDS]:
+            return None
+        return s, e
 
     def _compose(self, found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
         """Findings described by an anatomy and a visual attribute in the same sentence."""
@@ -266,8 +451,17 @@ class EntityLinker:
         return extra
 
 
-def _written_in_caps(sentence: str, spans: list[tuple[str, int, int]]) -> bool:
-    return all(sentence[s:e].isupper() for _, s, e in spans if any(ch.isalpha() for ch in sentence[s:e]))
+def _list_goes_on(raw: list[str], e: int, stops: set[int]) -> bool:
+    """Whether a "no A ..." scope continues past position ``e`` (an "or"/"nor"/"and" there, or a
+    comma followed later by "or"/"nor" before the next trigger or terminator)."""
+    if raw[e] in ("or", "nor", "and"):
+        return True
+    for j in range(e, len(raw)):
+        if j in stops:
+            return False
+        if raw[j] in ("or", "nor"):
+            return True
+    return False
 
 
 def _load_common_words(path: Path = COMMON_WORDS_PATH) -> frozenset[str]:

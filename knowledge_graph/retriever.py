@@ -34,15 +34,19 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+import numpy as np
+
 from knowledge_graph.graph import DEFAULT_DATA_DIR, KnowledgeGraph, load_graph
 from knowledge_graph.index import DenseIndex, Embedder, default_cache_dir
-from knowledge_graph.linking import Entity, EntityLinker
+from knowledge_graph.linking import Entity, EntityLinker, SpanLinker
 from knowledge_graph.schema import RETRIEVABLE_TYPES, EdgeType, Node, NodeType
 from knowledge_graph.text import stems, token_spans
 
 logger = logging.getLogger(__name__)
 
 DenseMode = Literal["always", "fallback", "never"]
+SPAN_TYPES = frozenset({NodeType.FINDING, NodeType.DISEASE, NodeType.IMAGING_SIGN})
+"""Node types a dense-linked span may resolve to."""
 _EXPAND_EDGES = frozenset(
     {EdgeType.SUGGESTS, EdgeType.IS_A, EdgeType.ASSOCIATED_WITH, EdgeType.DIFFERENTIAL_OF}
 )
@@ -155,6 +159,7 @@ class Retrieval:
                     "name": e.name,
                     "negated": e.negated,
                     "uncertain": e.uncertain,
+                    "source": e.source,
                 }
                 for e in self.entities
             ],
@@ -335,7 +340,11 @@ class Retriever:
         Returns:
             The retrieval: entities (all mentions), top-``k`` results with facts.
         """
-        entities = self.linker.link(text)
+        query_vec: list[np.ndarray] = []
+        span_linker = None
+        if self.dense != "never" and self.index is not None and self.embedder is not None and text.strip():
+            span_linker = self._span_linker(text, query_vec)
+        entities = self.linker.link(text, span_linker)
         negated = {e.node for e in entities if e.negated}
         asserted = {e.node for e in entities if not e.negated}
         negated -= asserted  # mentioned both ways ("no new effusion; small effusion"): keep it
@@ -348,7 +357,7 @@ class Retriever:
             scores[e.node] = max(scores.get(e.node, 0.0), s)
         use_dense = self.dense == "always" or (self.dense == "fallback" and not scores)
         if use_dense and self.index is not None and self.embedder is not None and text.strip():
-            q = self.embedder.encode([text])[0]
+            q = query_vec[0] if query_vec else self.embedder.encode([text])[0]
             for node, sim in self.index.search(q, max(4 * k, 20)):
                 dense[node] = max(sim, 0.0)
         self._expand(scores, negated)
@@ -366,6 +375,29 @@ class Retriever:
         )[:k]
         results = [Result(n, self.graph.node(n).name, s, self.facts(n)) for n, s in ranked]
         return Retrieval(entities, results, order_facts(results))
+
+    def _span_linker(self, text: str, query_vec: list[np.ndarray]) -> SpanLinker:
+        """A span linker over the dense index; embeds the query text in the same batch.
+
+        The query's own vector is kept in ``query_vec`` (when ``dense="always"``) so that dense
+        search does not run the encoder a second time.
+        """
+        index, embedder = self.index, self.embedder
+        assert index is not None and embedder is not None
+
+        def link_spans(phrases: list[str]) -> list[tuple[str, float] | None]:
+            batch = [text, *phrases] if self.dense == "always" else phrases
+            vecs = embedder.encode(batch)
+            if self.dense == "always":
+                query_vec.append(vecs[0])
+                vecs = vecs[1:]
+            out: list[tuple[str, float] | None] = []
+            for v in vecs:
+                hits = [(n, s) for n, s in index.search(v, 10) if self.graph.node(n).type in SPAN_TYPES]
+                out.append(hits[0] if hits else None)
+            return out
+
+        return link_spans
 
     def _expand(self, scores: dict[str, float], negated: set[str]) -> None:
         frontier = dict(scores)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knowledge_graph.graph import KnowledgeGraph
-from knowledge_graph.linking import EntityLinker, damerau_levenshtein
+from knowledge_graph.linking import Entity, EntityLinker, damerau_levenshtein
 from knowledge_graph.retriever import compositions_from_graph
 
 
@@ -152,3 +152,97 @@ _LINKER: EntityLinker | None = None
 def test_size_words_do_not_compose_findings(linker: EntityLinker) -> None:
     nodes = {e.node for e in linker.link("chronic small vessel ischemic changes")}
     assert "phlebolith" not in nodes
+
+
+@pytest.mark.parametrize(
+    ("text", "node"),
+    [
+        ("CTPA: bilateral segmental PEs", "pulmonary_embolism"),
+        ("ETTs in both patients", "endotracheal_tube"),
+        ("NGT's tip in the stomach", "enteric_tube"),
+    ],
+)
+def test_plural_and_possessive_abbreviations_link_like_the_singular(
+    linker: EntityLinker, text: str, node: str
+) -> None:
+    assert node in _flags(linker, text)
+
+
+def test_plural_abbreviation_still_needs_capitals(linker: EntityLinker) -> None:
+    assert "pulmonary_embolism" not in _flags(linker, "the pes of the patient")
+
+
+class _FakeSpans:
+    """Records the phrases it is asked about and answers every one with the same node."""
+
+    def __init__(self, node: str = "subarachnoid_hemorrhage", sim: float = 0.9) -> None:
+        self.node, self.sim = node, sim
+        self.phrases: list[str] = []
+
+    def __call__(self, phrases: list[str]) -> list[tuple[str, float] | None]:
+        self.phrases += phrases
+        return [(self.node, self.sim) for _ in phrases]
+
+
+def _dense(entities: list[Entity]) -> list[tuple[str, str, bool, bool]]:
+    return [(e.text, e.node, e.negated, e.uncertain) for e in entities if e.source == "dense"]
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase", "mention", "negated", "uncertain"),
+    [
+        ("There is no subarachnoid blood.", "subarachnoid blood", "subarachnoid blood", True, False),
+        ("Subarachnoid blood is not seen.", "subarachnoid blood", "Subarachnoid blood", True, False),
+        ("possible subarachnoid blood", "subarachnoid blood", "subarachnoid blood", False, True),
+        ("Findings: ?subarachnoid blood", "subarachnoid blood", "subarachnoid blood", False, True),
+        ("The mediastinum is not widened.", "widened mediastinum", "mediastinum is not widened", True, False),
+    ],
+)
+def test_unresolved_span_in_scope_is_dense_linked_with_its_status(
+    linker: EntityLinker, text: str, phrase: str, mention: str, negated: bool, uncertain: bool
+) -> None:
+    spans = _FakeSpans()
+    ents = linker.link(text, spans)
+    assert spans.phrases == [phrase]
+    assert _dense(ents) == [(mention, "subarachnoid_hemorrhage", negated, uncertain)]
+    e = next(e for e in ents if e.source == "dense")
+    assert e.fuzzy and e.similarity == 0.9
+    assert text[e.start : e.end] == e.text
+
+
+def test_dense_span_below_threshold_is_not_linked(linker: EntityLinker) -> None:
+    spans = _FakeSpans(sim=linker.span_threshold - 0.01)
+    assert _dense(linker.link("There is no subarachnoid blood.", spans)) == []
+    assert spans.phrases == ["subarachnoid blood"]
+
+
+def test_without_span_linker_nothing_is_dense_linked(linker: EntityLinker) -> None:
+    assert linker.link("There is no subarachnoid blood.") == []
+
+
+def test_only_unresolved_spans_in_scope_are_embedded(linker: EntityLinker) -> None:
+    spans = _FakeSpans()
+    linker.link("No pleural effusion or subarachnoid blood. Small pneumothorax and some blood.", spans)
+    assert spans.phrases == ["subarachnoid blood"]  # "pleural effusion" is resolved; sentence 2 asserts
+
+
+def test_negation_does_not_leak_onto_present_findings(linker: EntityLinker) -> None:
+    spans = _FakeSpans()
+    text = "No effusion; small pneumothorax. No effusion, but subarachnoid blood is present."
+    ents = linker.link(text, spans)
+    assert spans.phrases == []
+    assert _flags(linker, "No effusion; small pneumothorax")["pneumothorax"] == (False, False)
+    assert not any(e.negated for e in ents if e.node in ("pneumothorax", "subarachnoid_hemorrhage"))
+
+
+def test_dense_link_does_not_repeat_a_node_linked_in_the_sentence(linker: EntityLinker) -> None:
+    spans = _FakeSpans(node="pleural_effusion")
+    ents = linker.link("No pleural effusion or fluid collection.", spans)
+    assert spans.phrases == ["fluid collection"]
+    assert _dense(ents) == []
+
+
+def test_subject_already_resolved_is_not_composed(linker: EntityLinker) -> None:
+    spans = _FakeSpans()
+    linker.link("The pleural effusion is not large.", spans)
+    assert spans.phrases == []

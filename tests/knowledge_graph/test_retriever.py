@@ -10,7 +10,7 @@ import pytest
 from knowledge_graph.graph import KnowledgeGraph
 from knowledge_graph.index import DenseIndex
 from knowledge_graph.retriever import Retriever, ensure_index
-from knowledge_graph.schema import RETRIEVABLE_TYPES
+from knowledge_graph.schema import RETRIEVABLE_TYPES, NodeType
 
 from .conftest import HashingEmbedder
 
@@ -70,7 +70,8 @@ def test_citations_match_prompt_context(retriever: Retriever) -> None:
 def test_json_shape(retriever: Retriever) -> None:
     d = retriever.retrieve("possible pneumonia, no effusion", k=3).to_dict()
     assert set(d) == {"entities", "results"}
-    assert set(d["entities"][0]) == {"text", "node", "name", "negated", "uncertain"}
+    assert set(d["entities"][0]) == {"text", "node", "name", "negated", "uncertain", "source"}
+    assert d["entities"][0]["source"] == "alias"
     assert set(d["results"][0]) == {"node", "name", "score", "facts"}
     assert set(d["results"][0]["facts"][0]) >= {"node", "name", "text", "source"}
 
@@ -179,3 +180,50 @@ def test_dense_modes(graph: KnowledgeGraph, hashing_embedder: HashingEmbedder) -
     assert never.retrieve("what does this look like").results == []
     with pytest.raises(ValueError):
         Retriever(graph, index, emb, dense="sometimes")  # type: ignore[arg-type]
+
+
+class _OneNodeIndex(DenseIndex):
+    """A dense index whose every search answers one node with a fixed cosine."""
+
+    def __init__(self, base: DenseIndex, node: str, sim: float) -> None:
+        super().__init__(base.index, base.node_ids, base.fingerprint, base.model)
+        self.node, self.sim = node, sim
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+        return [(self.node, self.sim)]
+
+
+def test_dense_span_linking_in_the_retriever(
+    graph: KnowledgeGraph, hashing_embedder: HashingEmbedder
+) -> None:
+    class CountingEmbedder(HashingEmbedder):
+        def __init__(self) -> None:
+            self.batches: list[list[str]] = []
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            self.batches.append(list(texts))
+            return super().encode(texts)
+
+    base = DenseIndex.build(graph, hashing_embedder)
+    index = _OneNodeIndex(base, "subarachnoid_hemorrhage", 0.9)
+    emb = CountingEmbedder()
+    text = "There is no subarachnoid blood."
+    r = Retriever(graph, index, emb, dense="always").retrieve(text, k=5)
+    assert [(e.node, e.negated, e.source) for e in r.entities] == [("subarachnoid_hemorrhage", True, "dense")]
+    assert "subarachnoid_hemorrhage" not in {x.node for x in r.results}  # negated: never a result
+    assert "subarachnoid hemorrhage" in r.as_prompt_context()  # listed as stated absent
+    assert emb.batches == [[text, "subarachnoid blood"]]  # query and span embedded in one batch
+    assert r.to_dict()["entities"][0]["source"] == "dense"
+    never = Retriever(graph, index, emb, dense="never").retrieve(text, k=5)
+    assert never.entities == []  # no encoder use: no dense span linking
+    low = Retriever(graph, _OneNodeIndex(base, "subarachnoid_hemorrhage", 0.3), emb).retrieve(text, k=5)
+    assert low.entities == []
+
+
+def test_dense_span_links_only_findings_diseases_and_signs(
+    graph: KnowledgeGraph, hashing_embedder: HashingEmbedder
+) -> None:
+    pattern = next(n.id for n in graph.nodes() if n.type is NodeType.TISSUE_PATTERN)
+    index = _OneNodeIndex(DenseIndex.build(graph, hashing_embedder), pattern, 0.95)
+    r = Retriever(graph, index, hashing_embedder).retrieve("There is no subarachnoid blood.", k=5)
+    assert r.entities == []
