@@ -8,7 +8,8 @@ Grounding for VLMs with Knowledge Descriptions".
 Ranking of a node (only findings, diseases, imaging signs and tissue patterns are results):
 
 * ``1.0`` if it is linked in the text and asserted (``0.9`` if linked through a spelling
-  correction), ``0.95`` for an uncertain mention;
+  correction or dense span linking, see :mod:`knowledge_graph.linking`), ``0.95`` for an
+  uncertain mention;
 * ``0.8 × cosine`` from the dense MiniLM index;
 * ``0.5 × parent score`` for 1-hop neighbours of linked nodes along ``suggests``, ``is_a``,
   ``associated_with`` and ``differential_of`` (k-hop expansion; ``hops`` sets k);
