@@ -59,12 +59,31 @@ SPAN_THRESHOLD = 0.6
 """Cosine a span must reach to be dense-linked (chosen on the burned query sets and probe sentences;
 wrong links clustered at 0.51-0.56, right ones at 0.61-0.74)."""
 _SPAN_MAX_TOKENS = 6
+_MAX_SPECIALISATIONS = 2
 _SPAN_SEPARATORS = frozenset({"and", "or", "nor", "?"})
 _COPULAS = frozenset(
     {"is", "are", "was", "were", "appears", "appear", "seems", "seem", "looks", "look", "be"}
 )
 SpanLinker = Callable[[list[str]], list[tuple[str, float] | None]]
 """Maps phrases to their best ``(node id, cosine)`` among findings, diseases and signs (or None)."""
+
+
+@dataclass(frozen=True)
+class Specialisation:
+    """A node specific to an anatomy, reachable from a generic word in a clause about it.
+
+    Attributes:
+        rest: derivational stems of one of the node's aliases without its anatomy words
+            ("adrenal nodule" → ``("nodul",)``): the generic word(s) to look for.
+        node: the specific node (adrenal_nodule).
+        words: stems of the whole alias; among several candidates for one word, the one sharing
+            most of them with the clause wins ("abdominal aorta ... aneurysm" → abdominal aortic
+            aneurysm rather than aortic aneurysm).
+    """
+
+    rest: tuple[str, ...]
+    node: str
+    words: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -188,6 +207,8 @@ class EntityLinker:
         nodes: Iterable[Node],
         rules: ContextRules | None = None,
         compositions: dict[tuple[str, str], tuple[str, ...]] | None = None,
+        specialisations: dict[str, tuple[Specialisation, ...]] | None = None,
+        hypernyms: dict[str, frozenset[str]] | None = None,
     ) -> None:
         """Build the alias dictionary.
 
@@ -197,9 +218,17 @@ class EntityLinker:
             compositions: ``(anatomy id, visual attribute id) → finding ids`` located there with
                 that attribute, so that "the heart is enlarged" links to cardiomegaly (see
                 :func:`knowledge_graph.retriever.compositions_from_graph`).
+            specialisations: ``anatomy id → specialisations`` located there (or in an anatomy
+                it is part of), so that a generic word in a clause about that anatomy links to the
+                specific node ("adrenal glands ... without nodules" → adrenal nodule; see
+                :func:`knowledge_graph.retriever.specialisations_from_graph`).
+            hypernyms: ``node id → its is_a ancestors``; a head-noun link (see
+                :meth:`_heads`) is not added when the graph already relates the two nodes by is_a.
         """
         self.rules = rules or ContextRules.load()
         self.compositions = compositions or {}
+        self.specialisations = specialisations or {}
+        self.hypernyms = hypernyms or {}
         self.names: dict[str, str] = {}
         self.types: dict[str, NodeType] = {}
         self.span_threshold = SPAN_THRESHOLD
@@ -223,6 +252,18 @@ class EntityLinker:
                 if is_abbrev and len(form) <= 3:
                     self.caps_only.add(key)
         self.max_len = max((len(k) for k in self.aliases), default=1)
+        # stems of finding/disease/sign/pattern aliases, to move a status from a visual attribute
+        # to the finding of the same word ("no cavitation": texture_cavitary → cavity)
+        self.finding_stems: dict[tuple[str, ...], str] = {}
+        # preferred names of those nodes (two words or more), for head-noun links
+        self.preferred: dict[tuple[str, ...], str] = {}
+        for key, node in sorted(self.aliases.items(), key=lambda kv: (priority[kv[0]], len(kv[0]), kv[0])):
+            if self.types[node] in RETRIEVABLE_TYPES and key not in self.caps_only:
+                self.finding_stems.setdefault(tuple(stem(t) for t in key), node)
+        for n_id, n_name in self.names.items():
+            key = alias_key(n_name)
+            if self.types[n_id] in RETRIEVABLE_TYPES and len(key) >= 2 and self.aliases.get(key) == n_id:
+                self.preferred[key] = n_id
         freq: dict[str, int] = {}
         for key in self.aliases:
             for t in key:
@@ -249,8 +290,11 @@ class EntityLinker:
         """
         entities: list[Entity] = []
         candidates: list[_Candidate] = []
+        header: frozenset[str] = frozenset()
         for m in _SENTENCE_RE.finditer(text):
-            ents, cands = self._link_sentence(text, m.start(), m.group(0), span_linker is not None)
+            ents, cands, header = self._link_sentence(
+                text, m.start(), m.group(0), span_linker is not None, header
+            )
             entities.extend(ents)
             candidates.extend(cands)
         if candidates and span_linker is not None:
@@ -305,11 +349,17 @@ class EntityLinker:
         return keys, fixed, caps
 
     def _link_sentence(
-        self, text: str, offset: int, sentence: str, want_spans: bool = False
-    ) -> tuple[list[Entity], list[_Candidate]]:
+        self, text: str, offset: int, sentence: str, want_spans: bool = False,
+        carried: frozenset[str] = frozenset(),
+    ) -> tuple[list[Entity], list[_Candidate], frozenset[str]]:
+        """Link one sentence; ``carried`` holds the anatomy of a header ("Kidneys:") just before.
+
+        Returns the entities, the dense-span candidates and the anatomy this sentence carries to
+        the next one (when it is itself such a header).
+        """
         spans = [sp for sp in token_spans(sentence) if sp[0] not in DETERMINERS]
         if not spans:
-            return [], []
+            return [], [], frozenset()
         raw = [t for t, _, _ in spans]
         keys, fixed, caps = self._keys(sentence, spans)
         found: list[tuple[int, int, str]] = []
@@ -329,23 +379,148 @@ class EntityLinker:
                 break
             else:
                 i += 1
-        found += self._compose(found)
-        flags = assign_context(self.rules, raw, [(s, e) for s, e, _ in found])
+        anatomy = {n for _, _, n in found if self.types.get(n) is NodeType.ANATOMY}
+        header = frozenset(anatomy) if self._is_header(sentence, raw, found) else frozenset()
+        found = self._specialise(keys, found, anatomy | carried)
+        found += self._heads(keys, found)
+        found += self._compose(found, carried)
+        # an alias that starts with a negation trigger ("no mass effect") keeps the trigger working
+        # for the rest of the sentence ("... or midline shift"); the alias itself is not negated
+        ctx = [(s + self._leading_trigger(raw, s, e), e) for s, e, _ in found]
+        flags = assign_context(self.rules, raw, ctx)
+        if any(c[0] != f[0] for c, f in zip(ctx, found, strict=True)):
+            own = assign_context(self.rules, raw, [(s, e) for s, e, _ in found])
+            flags = [o if c[0] != f[0] else fl for o, c, f, fl in zip(own, ctx, found, flags, strict=True)]
+        moved = self._attribute_findings(keys, found, flags)
+        found += [m for m, _ in moved]
+        flags += [f for _, f in moved]
         out = []
         for (s, e, node), (neg, unc) in zip(found, flags, strict=True):
             start, end = offset + spans[s][1], offset + spans[e - 1][2]
             out.append(Entity(text[start:end], node, self.names[node], neg, unc, start, end, any(fixed[s:e])))
         if not want_spans:
-            return out, []
+            return out, [], header
         linked = frozenset(n for *_, n in found)
         cands = [
             _Candidate(phrase, offset + spans[s][1], offset + spans[e - 1][2], neg, unc, linked)
-            for phrase, s, e, neg, unc in self._scope_spans(sentence, spans, found)
+            for phrase, s, e, neg, unc in self._scope_spans(sentence, spans, found, ctx)
         ]
-        return out, cands
+        return out, cands, header
+
+    def _is_header(self, sentence: str, raw: list[str], found: list[tuple[int, int, str]]) -> bool:
+        """Whether the sentence is an anatomy header such as "Kidneys:" or "Liver and spleen:"."""
+        if not sentence.rstrip().endswith(":"):
+            return False
+        covered = {i for s, e, n in found if self.types.get(n) is NodeType.ANATOMY for i in range(s, e)}
+        content = [i for i, t in enumerate(raw) if t not in STOPWORDS]
+        return bool(covered) and all(i in covered for i in content)
+
+    def _leading_trigger(self, raw: list[str], s: int, e: int) -> int:
+        """Length of a forward negation trigger that starts the mention ``raw[s:e]`` (else 0)."""
+        for ts, te, trig in self.rules.find(raw[s:e]):
+            if ts == 0 and te < e - s and trig.category == "negated" and trig.direction == "forward":
+                return te
+            break
+        return 0
+
+    def _specialise(
+        self, keys: list[str], found: list[tuple[int, int, str]], anatomy: set[str] | frozenset[str]
+    ) -> list[tuple[int, int, str]]:
+        """Resolve generic words in a clause about an anatomy to that anatomy's specific node.
+
+        A window of tokens whose stems are a specialisation's ``rest`` ("nodules" in "adrenal
+        glands ... without nodules") links to the specialisation. A finding already linked there
+        that the graph does not place in that anatomy (lung nodule) is replaced; one that it does
+        place there is kept. Among several specialisations of one window, those sharing most alias
+        words with the clause win.
+        """
+        cands = [sp for a in sorted(anatomy) for sp in self.specialisations.get(a, ())]
+        if not cands:
+            return found
+        stems_ = [stem(k) for k in keys]
+        present = set(stems_)
+        in_anatomy = {i for s, e, n in found if self.types.get(n) is NodeType.ANATOMY for i in range(s, e)}
+        here = {sp.node for sp in cands}
+        best: dict[tuple[int, int], tuple[int, set[str]]] = {}
+        for sp in cands:
+            n = len(sp.rest)
+            for i in range(len(keys) - n + 1):
+                if tuple(stems_[i : i + n]) != sp.rest or in_anatomy.intersection(range(i, i + n)):
+                    continue
+                score = len(sp.words & present)
+                cur = best.get((i, i + n))
+                if cur is None or score > cur[0]:
+                    best[(i, i + n)] = (score, {sp.node})
+                elif score == cur[0]:
+                    cur[1].add(sp.node)
+        out = list(found)
+        for (i, j), (_, nodes) in sorted(best.items()):
+            if len(nodes) > _MAX_SPECIALISATIONS:
+                continue  # the anatomy does not decide between them ("lung ... collapse")
+            over = [f for f in out if f[0] < j and i < f[1] and self.types.get(f[2]) in RETRIEVABLE_TYPES]
+            if any(f[2] in here for f in over):
+                continue  # already a node of this anatomy (or a specialisation added just before)
+            s, e = min([i] + [f[0] for f in over]), max([j] + [f[1] for f in over])
+            out = [f for f in out if f not in over] + [(s, e, node) for node in sorted(nodes)]
+        return sorted(out)
+
+    def _heads(self, keys: list[str], found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+        """Head-noun links: a mention whose last words are another finding's preferred name.
+
+        "interstitial pulmonary edema" is an alias of pulmonary venous congestion (an imported
+        grouping), but its head is "pulmonary edema": that node is linked on the same span with
+        the same status. Not when the graph relates the two by is_a (the specific node is then
+        the right one), when the mention's own node is named with that head ("malignant pleural
+        effusion"), or after "non"/"not" ("non-acute rib fracture").
+        """
+        if not self.preferred:
+            return []
+        linked = {n for *_, n in found}
+        extra: list[tuple[int, int, str]] = []
+        for s, e, x in found:
+            if e - s < 3 or self.types.get(x) not in RETRIEVABLE_TYPES:
+                continue
+            own = alias_key(self.names[x])
+            for i in range(s + 1, e - 1):
+                tail = tuple(keys[i:e])
+                y = self.preferred.get(tail)
+                if y is None or y == x:
+                    continue
+                related = y in self.hypernyms.get(x, ()) or x in self.hypernyms.get(y, ())
+                fits = not related and own[-len(tail) :] != tail and keys[i - 1] not in ("non", "not")
+                if fits and y not in linked:
+                    extra.append((s, e, y))
+                    linked.add(y)
+                break
+        return extra
+
+    def _attribute_findings(
+        self, keys: list[str], found: list[tuple[int, int, str]], flags: list[tuple[bool, bool]]
+    ) -> list[tuple[tuple[int, int, str], tuple[bool, bool]]]:
+        """A negated or uncertain visual attribute whose word is also a finding's.
+
+        The status of "no cavitation" must land on the finding (cavity), not only on the
+        attribute (cavitary texture), so the finding of the same stem is linked on the same span
+        with the same status. Asserted attributes are left alone: "nodular liver surface" is not
+        a lung nodule.
+        """
+        linked = {n for *_, n in found}
+        extra: list[tuple[tuple[int, int, str], tuple[bool, bool]]] = []
+        for (s, e, v), status in zip(found, flags, strict=True):
+            if self.types.get(v) is not NodeType.VISUAL_ATTRIBUTE or not any(status):
+                continue
+            y = self.finding_stems.get(tuple(stem(k) for k in keys[s:e]))
+            if y is not None and y not in linked:
+                extra.append(((s, e, y), status))
+                linked.add(y)
+        return extra
 
     def _scope_spans(
-        self, sentence: str, spans: list[tuple[str, int, int]], found: list[tuple[int, int, str]]
+        self,
+        sentence: str,
+        spans: list[tuple[str, int, int]],
+        found: list[tuple[int, int, str]],
+        ctx: list[tuple[int, int]] | None = None,
     ) -> list[tuple[str, int, int, bool, bool]]:
         """Unresolved spans inside negation/uncertainty scopes: ``(phrase, start, end, negated, uncertain)``.
 
@@ -356,7 +531,7 @@ class EntityLinker:
         """
         raw = [t for t, _, _ in spans]
         resolved = {i for s, e, n in found if self.types.get(n) in RETRIEVABLE_TYPES for i in range(s, e)}
-        covered = frozenset(i for s, e, _ in found for i in range(s, e))
+        covered = frozenset(i for s, e in (ctx or [(s, e) for s, e, _ in found]) for i in range(s, e))
         triggers = self.rules.find(raw, covered)
         stops = {i for ts, te, _ in triggers for i in range(ts, te)}
         comma_before = {
@@ -437,12 +612,15 @@ class EntityLinker:
             return None
         return s, e
 
-    def _compose(self, found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-        """Findings described by an anatomy and a visual attribute in the same sentence."""
+    def _compose(
+        self, found: list[tuple[int, int, str]], carried: frozenset[str] = frozenset()
+    ) -> list[tuple[int, int, str]]:
+        """Findings described by an anatomy (of the sentence or of its header) and a visual
+        attribute in the same sentence ("Heart: not enlarged." → cardiomegaly, negated)."""
         if not self.compositions:
             return []
         extra: list[tuple[int, int, str]] = []
-        for _s1, _e1, a in found:
+        for a in [n for *_, n in found] + sorted(carried):
             for s2, e2, v in found:
                 for node in self.compositions.get((a, v), ()):
                     if all(n != node for _, _, n in found + extra):

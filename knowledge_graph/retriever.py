@@ -39,9 +39,9 @@ import numpy as np
 
 from knowledge_graph.graph import DEFAULT_DATA_DIR, KnowledgeGraph, load_graph
 from knowledge_graph.index import DenseIndex, Embedder, default_cache_dir
-from knowledge_graph.linking import Entity, EntityLinker, SpanLinker
+from knowledge_graph.linking import Entity, EntityLinker, SpanLinker, Specialisation
 from knowledge_graph.schema import RETRIEVABLE_TYPES, EdgeType, Node, NodeType
-from knowledge_graph.text import stems, token_spans
+from knowledge_graph.text import STOPWORDS, alias_key, stem, stems, token_spans
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +205,116 @@ def compositions_from_graph(graph: KnowledgeGraph) -> dict[tuple[str, str], tupl
     return {k: tuple(v) for k, v in table.items() if len(v) <= 2}
 
 
+def linker_from_graph(graph: KnowledgeGraph) -> EntityLinker:
+    """The entity linker of a graph, with its compositions, specialisations and hypernyms."""
+    return EntityLinker(
+        graph.nodes(),
+        compositions=compositions_from_graph(graph),
+        specialisations=specialisations_from_graph(graph),
+        hypernyms=hypernyms_from_graph(graph),
+    )
+
+
+def hypernyms_from_graph(graph: KnowledgeGraph) -> dict[str, frozenset[str]]:
+    """Map every node to its is_a ancestors (transitively)."""
+    parents: dict[str, list[str]] = {}
+    for n in graph.nodes():
+        parents[n.id] = [e.target for e in graph.out_edges(n.id) if e.type is EdgeType.IS_A]
+    out: dict[str, frozenset[str]] = {}
+    for n_id in parents:
+        seen: set[str] = set()
+        stack = list(parents[n_id])
+        while stack:
+            p = stack.pop()
+            if p not in seen:
+                seen.add(p)
+                stack.extend(parents.get(p, ()))
+        out[n_id] = frozenset(seen)
+    return out
+
+
+def _anatomy_parts(graph: KnowledgeGraph) -> dict[str, set[str]]:
+    """Map each anatomy to itself and every anatomy inside it (located_in / is_a, transitively);
+    a body region that is located nowhere itself (abdomen, thorax, brain) maps only to itself."""
+    up: dict[str, list[str]] = {}
+    anatomy = [n.id for n in graph.nodes([NodeType.ANATOMY])]
+    for a in anatomy:
+        up[a] = [
+            e.target
+            for e in graph.out_edges(a)
+            if e.type in (EdgeType.LOCATED_IN, EdgeType.IS_A)
+            and graph.node(e.target).type is NodeType.ANATOMY
+        ]
+    parts: dict[str, set[str]] = {a: {a} for a in anatomy}
+    for a in anatomy:
+        seen: set[str] = set()
+        stack = list(up[a])
+        while stack:
+            p = stack.pop()
+            if p not in seen:
+                seen.add(p)
+                if up.get(p):
+                    parts[p].add(a)
+                stack.extend(up.get(p, ()))
+    return parts
+
+
+# Words too vague to name a finding on their own, even beside an anatomy ("lung disease").
+_VAGUE_STEMS = frozenset(
+    stem(w)
+    for w in (
+        "disease", "abnormal", "abnormality", "change", "changes", "clear", "normal", "benign",
+        "area", "between", "within", "process", "problem", "condition", "finding", "appearance",
+        "big", "large", "small", "whole", "entire", "complete", "chronic", "acute", "old",
+    )
+)
+
+
+def specialisations_from_graph(graph: KnowledgeGraph) -> dict[str, tuple[Specialisation, ...]]:
+    """Map each anatomy to the findings and diseases the graph locates in it (or around it).
+
+    For every finding or disease with ``located_in`` edges, each alias (name or synonym) is
+    split into its anatomy words (any word of an anatomy node's names, compared by derivational
+    stem: "adrenal", "renal", "osseous", "aortic") and the rest ("nodule", "stone",
+    "metastasis"). A rest of one to three content words, not all of them vague ("disease",
+    "abnormal", "large"), makes a :class:`~knowledge_graph.linking.Specialisation` of the node's
+    locations and of the anatomy inside them (a node located in the lung is also specific to the
+    right lung and the lower lobe); a body region with no location of its own (abdomen, thorax,
+    brain) passes nothing down, so an aneurysm "located in the abdomen" is not specific to the
+    adrenal gland.
+
+    Args:
+        graph: the knowledge graph.
+
+    Returns:
+        The table for :class:`~knowledge_graph.linking.EntityLinker`.
+    """
+    anatomy_words: set[str] = set()
+    for n in graph.nodes([NodeType.ANATOMY]):
+        for form in (n.name, *n.synonyms):
+            anatomy_words.update(stem(t) for t in alias_key(form))
+    parts = _anatomy_parts(graph)
+    table: dict[str, dict[tuple[tuple[str, ...], str], set[str]]] = {}
+    for n in graph.nodes([NodeType.FINDING, NodeType.DISEASE]):
+        places = [e.target for e in graph.out_edges(n.id) if e.type is EdgeType.LOCATED_IN]
+        if not places:
+            continue
+        for form in (n.name, *n.synonyms):
+            words = [stem(t) for t in alias_key(form) if t not in STOPWORDS]
+            rest = tuple(w for w in words if w not in anatomy_words)
+            if not rest or len(rest) == len(words) or len(rest) > 3:
+                continue  # no anatomy word in the alias: nothing anatomy-specific about it
+            if all(w in _VAGUE_STEMS for w in rest):
+                continue
+            for place in places:
+                for a in parts.get(place, {place}):
+                    table.setdefault(a, {}).setdefault((rest, n.id), set()).update(words)
+    return {
+        a: tuple(Specialisation(rest, node, frozenset(w)) for (rest, node), w in sorted(entries.items()))
+        for a, entries in table.items()
+    }
+
+
 _COMPOSABLE_KINDS = frozenset({"shape", "density", "margin", "texture", "effect"})
 
 
@@ -296,7 +406,7 @@ class Retriever:
         self.embedder = embedder
         self.hops = hops
         self.dense = dense
-        self.linker = EntityLinker(graph.nodes(), compositions=compositions_from_graph(graph))
+        self.linker = linker_from_graph(graph)
         self.lexical_weight = lexical
         self.lexical = LexicalIndex(n for n in graph.nodes() if n.type in RETRIEVABLE_TYPES)
 
