@@ -64,6 +64,8 @@ _SPAN_SEPARATORS = frozenset({"and", "or", "nor", "?"})
 _COPULAS = frozenset(
     {"is", "are", "was", "were", "appears", "appear", "seems", "seem", "looks", "look", "be"}
 )
+_Header = tuple[frozenset[str], frozenset[str]]
+"""What an anatomy header ("Kidneys:") carries to the next sentence: anatomy ids, word stems."""
 SpanLinker = Callable[[list[str]], list[tuple[str, float] | None]]
 """Maps phrases to their best ``(node id, cosine)`` among findings, diseases and signs (or None)."""
 
@@ -252,6 +254,10 @@ class EntityLinker:
                 if is_abbrev and len(form) <= 3:
                     self.caps_only.add(key)
         self.max_len = max((len(k) for k in self.aliases), default=1)
+        # words of anatomy names ("abdominal", "thoracic"): a header may be made of them
+        self.anatomy_stems = frozenset(
+            stem(t) for key, node in self.aliases.items() if self.types[node] is NodeType.ANATOMY for t in key
+        )
         # stems of finding/disease/sign/pattern aliases, to move a status from a visual attribute
         # to the finding of the same word ("no cavitation": texture_cavitary → cavity)
         self.finding_stems: dict[tuple[str, ...], str] = {}
@@ -290,7 +296,7 @@ class EntityLinker:
         """
         entities: list[Entity] = []
         candidates: list[_Candidate] = []
-        header: frozenset[str] = frozenset()
+        header: _Header = (frozenset(), frozenset())
         for m in _SENTENCE_RE.finditer(text):
             ents, cands, header = self._link_sentence(
                 text, m.start(), m.group(0), span_linker is not None, header
@@ -350,16 +356,17 @@ class EntityLinker:
 
     def _link_sentence(
         self, text: str, offset: int, sentence: str, want_spans: bool = False,
-        carried: frozenset[str] = frozenset(),
-    ) -> tuple[list[Entity], list[_Candidate], frozenset[str]]:
-        """Link one sentence; ``carried`` holds the anatomy of a header ("Kidneys:") just before.
+        carried: _Header = (frozenset(), frozenset()),
+    ) -> tuple[list[Entity], list[_Candidate], _Header]:
+        """Link one sentence; ``carried`` holds the anatomy ids and word stems of a header
+        ("Kidneys:", "Thoracic aorta:") just before it.
 
-        Returns the entities, the dense-span candidates and the anatomy this sentence carries to
-        the next one (when it is itself such a header).
+        Returns the entities, the dense-span candidates and what this sentence carries to the
+        next one (when it is itself such a header).
         """
         spans = [sp for sp in token_spans(sentence) if sp[0] not in DETERMINERS]
         if not spans:
-            return [], [], frozenset()
+            return [], [], (frozenset(), frozenset())
         raw = [t for t, _, _ in spans]
         keys, fixed, caps = self._keys(sentence, spans)
         found: list[tuple[int, int, str]] = []
@@ -380,10 +387,12 @@ class EntityLinker:
             else:
                 i += 1
         anatomy = {n for _, _, n in found if self.types.get(n) is NodeType.ANATOMY}
-        header = frozenset(anatomy) if self._is_header(sentence, raw, found) else frozenset()
-        found = self._specialise(keys, found, anatomy | carried)
+        header: _Header = (frozenset(), frozenset())
+        if self._is_header(sentence, raw, found):
+            header = (frozenset(anatomy), frozenset(stem(k) for k in keys))
+        found = self._specialise(keys, found, anatomy | carried[0], carried[1])
         found += self._heads(keys, found)
-        found += self._compose(found, carried)
+        found += self._compose(found, carried[0])
         # an alias that starts with a negation trigger ("no mass effect") keeps the trigger working
         # for the rest of the sentence ("... or midline shift"); the alias itself is not negated
         ctx = [(s + self._leading_trigger(raw, s, e), e) for s, e, _ in found]
@@ -413,7 +422,9 @@ class EntityLinker:
             return False
         covered = {i for s, e, n in found if self.types.get(n) is NodeType.ANATOMY for i in range(s, e)}
         content = [i for i, t in enumerate(raw) if t not in STOPWORDS]
-        return bool(covered) and all(i in covered for i in content)
+        return bool(covered) and all(
+            i in covered or stem(fold(raw[i])) in self.anatomy_stems for i in content
+        )
 
     def _leading_trigger(self, raw: list[str], s: int, e: int) -> int:
         """Length of a forward negation trigger that starts the mention ``raw[s:e]`` (else 0)."""
@@ -424,7 +435,11 @@ class EntityLinker:
         return 0
 
     def _specialise(
-        self, keys: list[str], found: list[tuple[int, int, str]], anatomy: set[str] | frozenset[str]
+        self,
+        keys: list[str],
+        found: list[tuple[int, int, str]],
+        anatomy: set[str] | frozenset[str],
+        context: frozenset[str] = frozenset(),
     ) -> list[tuple[int, int, str]]:
         """Resolve generic words in a clause about an anatomy to that anatomy's specific node.
 
@@ -438,7 +453,7 @@ class EntityLinker:
         if not cands:
             return found
         stems_ = [stem(k) for k in keys]
-        present = set(stems_)
+        present = set(stems_) | context
         in_anatomy = {i for s, e, n in found if self.types.get(n) is NodeType.ANATOMY for i in range(s, e)}
         here = {sp.node for sp in cands}
         best: dict[tuple[int, int], tuple[int, set[str]]] = {}

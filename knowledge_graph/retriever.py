@@ -27,25 +27,29 @@ prompt context under "Stated absent in the text", so the model knows what was ex
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
+import yaml
 
 from knowledge_graph.graph import DEFAULT_DATA_DIR, KnowledgeGraph, load_graph
 from knowledge_graph.index import DenseIndex, Embedder, default_cache_dir
 from knowledge_graph.linking import Entity, EntityLinker, SpanLinker, Specialisation
-from knowledge_graph.schema import RETRIEVABLE_TYPES, EdgeType, Node, NodeType
+from knowledge_graph.schema import RETRIEVABLE_TYPES, EdgeType, KgError, Node, NodeType
 from knowledge_graph.text import STOPWORDS, alias_key, stem, stems, token_spans
 
 logger = logging.getLogger(__name__)
 
 DenseMode = Literal["always", "fallback", "never"]
+LAY_PATH = Path(__file__).resolve().parent / "resources" / "lay_descriptions.yaml"
+"""Plain-language description of every finding and disease (``node id: text``)."""
 SPAN_TYPES = frozenset({NodeType.FINDING, NodeType.DISEASE, NodeType.IMAGING_SIGN})
 """Node types a dense-linked span may resolve to."""
 _EXPAND_EDGES = frozenset(
@@ -234,16 +238,16 @@ def hypernyms_from_graph(graph: KnowledgeGraph) -> dict[str, frozenset[str]]:
 
 
 def _anatomy_parts(graph: KnowledgeGraph) -> dict[str, set[str]]:
-    """Map each anatomy to itself and every anatomy inside it (located_in / is_a, transitively);
-    a body region that is located nowhere itself (abdomen, thorax, brain) maps only to itself."""
+    """Map each anatomy to itself and its kinds (is_a, transitively: lung → right lung, left
+    lung). Not to what it contains (located_in): the mediastinum holds the aorta and the thyroid
+    lies beside it, but a finding of the mediastinum is not specific to either."""
     up: dict[str, list[str]] = {}
     anatomy = [n.id for n in graph.nodes([NodeType.ANATOMY])]
     for a in anatomy:
         up[a] = [
             e.target
             for e in graph.out_edges(a)
-            if e.type in (EdgeType.LOCATED_IN, EdgeType.IS_A)
-            and graph.node(e.target).type is NodeType.ANATOMY
+            if e.type is EdgeType.IS_A and graph.node(e.target).type is NodeType.ANATOMY
         ]
     parts: dict[str, set[str]] = {a: {a} for a in anatomy}
     for a in anatomy:
@@ -253,8 +257,7 @@ def _anatomy_parts(graph: KnowledgeGraph) -> dict[str, set[str]]:
             p = stack.pop()
             if p not in seen:
                 seen.add(p)
-                if up.get(p):
-                    parts[p].add(a)
+                parts[p].add(a)
                 stack.extend(up.get(p, ()))
     return parts
 
@@ -278,10 +281,9 @@ def specialisations_from_graph(graph: KnowledgeGraph) -> dict[str, tuple[Special
     stem: "adrenal", "renal", "osseous", "aortic") and the rest ("nodule", "stone",
     "metastasis"). A rest of one to three content words, not all of them vague ("disease",
     "abnormal", "large"), makes a :class:`~knowledge_graph.linking.Specialisation` of the node's
-    locations and of the anatomy inside them (a node located in the lung is also specific to the
-    right lung and the lower lobe); a body region with no location of its own (abdomen, thorax,
-    brain) passes nothing down, so an aneurysm "located in the abdomen" is not specific to the
-    adrenal gland.
+    locations and of their kinds (a node located in the lung is also specific to the right lung),
+    but not of what they contain (an aneurysm located in the abdomen is not specific to the
+    adrenal gland).
 
     Args:
         graph: the knowledge graph.
@@ -331,13 +333,21 @@ class LexicalIndex:
     """IDF-weighted bag-of-stems match of a query against each node's own text.
 
     A node's words are the stems (:func:`knowledge_graph.text.stems`) of its name, synonyms and
-    longer abbreviations (weight 1.0) and of its definition and visual description (weight 0.6).
+    longer abbreviations (weight 1.0) and of its definition, visual description and plain-language
+    description (weight 0.6).
     The score of a node is the sum of ``idf × weight`` over the query stems it contains, divided by
     the sum of ``idf`` over the query stems any node contains, so it lies in ``[0, 1]``.
     """
 
-    def __init__(self, nodes: Iterable[Node]) -> None:
-        """Index nodes (normally the retrievable ones)."""
+    def __init__(self, nodes: Iterable[Node], lay: Mapping[str, str] | None = None) -> None:
+        """Index nodes (normally the retrievable ones).
+
+        Args:
+            nodes: the nodes.
+            lay: plain-language descriptions by node id (:func:`load_lay_descriptions`); their
+                words count like the definition's.
+        """
+        lay = lay or {}
         self.postings: dict[str, dict[str, float]] = {}
         count = 0
         for n in nodes:
@@ -347,7 +357,7 @@ class LexicalIndex:
             for text in (n.name, *n.synonyms, *long_abbrevs):
                 for t in stems(text):
                     weights[t] = _ALIAS_FIELD_WEIGHT
-            for text in (n.definition, n.visual or ""):
+            for text in (n.definition, n.visual or "", lay.get(n.id, "")):
                 for t in stems(text):
                     weights.setdefault(t, _TEXT_FIELD_WEIGHT)
             for t, w in weights.items():
@@ -386,6 +396,7 @@ class Retriever:
         hops: int = 1,
         dense: DenseMode = "always",
         lexical: float = 0.3,
+        lay: Mapping[str, str] | None = None,
     ) -> None:
         """Assemble a retriever from its parts.
 
@@ -398,6 +409,7 @@ class Retriever:
                 asserted finding, disease, sign or pattern (saves the encoder's ~10-20 ms on
                 CPU for most report text); ``never`` disables dense search.
             lexical: weight of the :class:`LexicalIndex` score (0 disables it).
+            lay: plain-language descriptions for the lexical score; the packaged ones when None.
         """
         if dense not in ("always", "fallback", "never"):
             raise ValueError(f"dense must be always, fallback or never, not {dense!r}")
@@ -408,7 +420,8 @@ class Retriever:
         self.dense = dense
         self.linker = linker_from_graph(graph)
         self.lexical_weight = lexical
-        self.lexical = LexicalIndex(n for n in graph.nodes() if n.type in RETRIEVABLE_TYPES)
+        lay = load_lay_descriptions() if lay is None else lay
+        self.lexical = LexicalIndex((n for n in graph.nodes() if n.type in RETRIEVABLE_TYPES), lay)
 
     @classmethod
     def from_default(
@@ -469,8 +482,9 @@ class Retriever:
         use_dense = self.dense == "always" or (self.dense == "fallback" and not scores)
         if use_dense and self.index is not None and self.embedder is not None and text.strip():
             q = query_vec[0] if query_vec else self.embedder.encode([text])[0]
-            for node, sim in self.index.search(q, max(4 * k, 20)):
-                dense[node] = max(sim, 0.0)
+            # a node can have two rows (its text and its plain-language description): keep the best
+            for node, sim in self.index.search(q, max(8 * k, 40)):
+                dense[node] = max(dense.get(node, 0.0), sim, 0.0)
         self._expand(scores, negated)
         final = {n: s for n, s in scores.items()}
         for n, sim in dense.items():
@@ -621,8 +635,50 @@ def _unnegated_stems(text: str, entities: list[Entity]) -> list[str]:
     return stems(" ".join(kept))
 
 
+def load_lay_descriptions(path: Path = LAY_PATH) -> dict[str, str]:
+    """Read the plain-language descriptions (``node id: text``).
+
+    Raises:
+        KgError: if the file cannot be read or is not a mapping of strings.
+    """
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise KgError(f"reading lay descriptions {path.name}: {e}") from e
+    pairs = doc.items() if isinstance(doc, dict) else []
+    if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+        raise KgError(f"reading lay descriptions {path.name}: expected 'node id: text' lines")
+    return dict(doc)
+
+
+def index_fingerprint(graph: KnowledgeGraph, lay: Mapping[str, str]) -> str:
+    """Fingerprint of what the dense index embeds: the graph's node texts and the lay texts."""
+    h = hashlib.sha256(graph.fingerprint().encode())
+    for node, text in sorted(lay.items()):
+        h.update(f"\n{node}\t{text}".encode())
+    return h.hexdigest()[:16]
+
+
+def build_index(graph: KnowledgeGraph, embedder: Embedder, lay: Mapping[str, str]) -> DenseIndex:
+    """Embed every retrievable node's text, plus a second row per node with a lay description.
+
+    The second row lets a plain-language question ("a bulge in the big artery in my belly") meet
+    the node it describes even when it shares few words with the node's technical text.
+    """
+    nodes = sorted(graph.nodes(RETRIEVABLE_TYPES), key=lambda n: n.id)
+    ids = [n.id for n in nodes]
+    texts = [n.embedding_text() for n in nodes]
+    lay_ids = [n.id for n in nodes if lay.get(n.id)]
+    vectors = embedder.encode(texts + [f"{graph.node(i).name}: {lay[i]}" for i in lay_ids])
+    return DenseIndex.from_vectors(vectors, ids + lay_ids, index_fingerprint(graph, lay), embedder.name)
+
+
 def ensure_index(
-    graph: KnowledgeGraph, embedder: Embedder, cache_dir: Path, rebuild: bool = False
+    graph: KnowledgeGraph,
+    embedder: Embedder,
+    cache_dir: Path,
+    rebuild: bool = False,
+    lay: Mapping[str, str] | None = None,
 ) -> DenseIndex:
     """Load the dense index from ``cache_dir``, building and saving it if missing or stale.
 
@@ -631,6 +687,7 @@ def ensure_index(
         embedder: the embedder (its name must match the saved index).
         cache_dir: index directory.
         rebuild: build even when a current index exists.
+        lay: plain-language descriptions (:func:`load_lay_descriptions` when None).
 
     Returns:
         The index.
@@ -638,12 +695,14 @@ def ensure_index(
     Raises:
         KgError: if it cannot be built, written or read.
     """
+    lay = load_lay_descriptions() if lay is None else lay
+    fingerprint = index_fingerprint(graph, lay)
     if not rebuild and (cache_dir / "index.json").exists():
         index = DenseIndex.load(cache_dir)
-        if index.fingerprint == graph.fingerprint() and index.model == embedder.name:
+        if index.fingerprint == fingerprint and index.model == embedder.name:
             return index
         logger.info("dense index in %s is stale; rebuilding", cache_dir)
-    index = DenseIndex.build(graph, embedder)
+    index = build_index(graph, embedder, lay)
     index.save(cache_dir)
     return index
 

@@ -7,13 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knowledge_graph.graph import KnowledgeGraph
-from knowledge_graph.linking import Entity, EntityLinker, damerau_levenshtein
-from knowledge_graph.retriever import compositions_from_graph
+from knowledge_graph.linking import Entity, EntityLinker, Specialisation, damerau_levenshtein
+from knowledge_graph.retriever import linker_from_graph, specialisations_from_graph
+from knowledge_graph.text import stem
 
 
 @pytest.fixture(scope="module")
 def linker(graph: KnowledgeGraph) -> EntityLinker:
-    return EntityLinker(graph.nodes(), compositions=compositions_from_graph(graph))
+    return linker_from_graph(graph)
 
 
 def _flags(linker: EntityLinker, text: str) -> dict[str, tuple[bool, bool]]:
@@ -142,7 +143,7 @@ def _shared_linker() -> EntityLinker:
         from knowledge_graph.graph import load_graph
 
         g = load_graph()
-        _LINKER = EntityLinker(g.nodes(), compositions=compositions_from_graph(g))
+        _LINKER = linker_from_graph(g)
     return _LINKER
 
 
@@ -195,7 +196,7 @@ def _dense(entities: list[Entity]) -> list[tuple[str, str, bool, bool]]:
         ("Subarachnoid blood is not seen.", "subarachnoid blood", "Subarachnoid blood", True, False),
         ("possible subarachnoid blood", "subarachnoid blood", "subarachnoid blood", False, True),
         ("Findings: ?subarachnoid blood", "subarachnoid blood", "subarachnoid blood", False, True),
-        ("The mediastinum is not widened.", "widened mediastinum", "mediastinum is not widened", True, False),
+        ("The pancreas is not swollen.", "swollen pancreas", "pancreas is not swollen", True, False),
     ],
 )
 def test_unresolved_span_in_scope_is_dense_linked_with_its_status(
@@ -246,3 +247,105 @@ def test_subject_already_resolved_is_not_composed(linker: EntityLinker) -> None:
     spans = _FakeSpans()
     linker.link("The pleural effusion is not large.", spans)
     assert spans.phrases == []
+
+
+# ---- anatomy-aware specialisation (located_in edges) ----
+
+
+@pytest.mark.parametrize(
+    ("text", "node", "negated", "generic"),
+    [
+        ("Spleen and adrenals: no nodules.", "adrenal_nodule", True, "lung_nodule"),
+        ("The kidneys show several stones.", "nephrolithiasis", False, None),
+        ("Liver: no focal lesion.", "liver_lesion", True, None),
+        ("Thyroid: a 2 cm nodule.", "thyroid_nodule", False, "lung_nodule"),
+        ("No skeletal metastatic deposits.", "bone_metastasis", True, "metastatic_carcinoma"),
+        ("The brain: no aneurysm.", "cerebral_aneurysm", True, None),
+    ],
+)
+def test_generic_word_beside_an_anatomy_links_that_anatomys_node(
+    linker: EntityLinker, text: str, node: str, negated: bool, generic: str | None
+) -> None:
+    flags = _flags(linker, text)
+    assert flags[node][0] is negated
+    assert generic is None or generic not in flags
+
+
+def test_the_clause_decides_between_specialisations(linker: EntityLinker) -> None:
+    assert "aortic_aneurysm" in _flags(linker, "Thoracic aorta: no aneurysm.")
+    flags = _flags(linker, "Abdominal aorta: no aneurysm.")
+    assert flags["abdominal_aortic_aneurysm"] == (True, False) and "aortic_aneurysm" not in flags
+
+
+def test_a_node_already_of_that_anatomy_is_kept(linker: EntityLinker) -> None:
+    flags = _flags(linker, "Right lung: nodule.")
+    assert flags == {"right_lung": (False, False), "lung_nodule": (False, False)}
+
+
+def test_specialisation_scope_is_the_sentence_or_the_clause_after_a_header(linker: EntityLinker) -> None:
+    # the header carries to the clause after it ...
+    assert "thyroid_nodule" in _flags(linker, "Thyroid:\nno nodule.")
+    # ... but a finished sentence about an anatomy does not
+    flags = _flags(linker, "The thyroid is normal. No nodule.")
+    assert "thyroid_nodule" not in flags and flags["lung_nodule"] == (True, False)
+    # and a header is only anatomy words ("Findings:" is not one)
+    assert "thyroid_nodule" not in _flags(linker, "Thyroid: normal. Findings: nodule.")
+
+
+def test_predicate_words_of_an_anatomy_resolve_without_the_encoder(linker: EntityLinker) -> None:
+    # words of a finding's alias beside its anatomy ("widened mediastinum", "dilated ventricles")
+    assert _flags(linker, "The mediastinum is not widened.")["enlarged_cardiomediastinum"] == (True, False)
+    assert _flags(linker, "The ventricles are not dilated.")["hydrocephalus"] == (True, False)
+
+
+def test_a_header_anatomy_composes_with_an_attribute(linker: EntityLinker) -> None:
+    assert _flags(linker, "Heart: not enlarged.")["cardiomegaly"] == (True, False)
+
+
+def test_vague_words_are_not_specialised(linker: EntityLinker) -> None:
+    assert set(_flags(linker, "Lungs: chronic changes. Lung disease.")) == {"lung"}
+
+
+def test_ambiguous_specialisation_links_nothing(graph: KnowledgeGraph) -> None:
+    nodes = ["pneumothorax", "atelectasis", "lobar_collapse"]
+    table = {"lung": tuple(Specialisation((stem("zzfoo"),), n, frozenset({stem("zzfoo")})) for n in nodes)}
+    ambiguous = EntityLinker(graph.nodes(), specialisations=table)
+    assert {e.node for e in ambiguous.link("Lungs: zzfoo.")} == {"lung"}
+    two = EntityLinker(graph.nodes(), specialisations={"lung": table["lung"][:2]})
+    assert {e.node for e in two.link("Lungs: zzfoo.")} == {"lung", *nodes[:2]}
+
+
+def test_specialisation_table_follows_the_graph(graph: KnowledgeGraph) -> None:
+    table = specialisations_from_graph(graph)
+    assert any(sp.node == "bone_metastasis" for sp in table["bone"])
+    assert any(sp.node == "adrenal_nodule" and sp.rest == (stem("nodule"),) for sp in table["adrenal_gland"])
+    # kinds inherit (right lung is_a lung), contents do not (abdomen → adrenal gland)
+    assert any(sp.node == "lung_nodule" for sp in table["right_lung"])
+    assert not any(sp.node == "abdominal_aortic_aneurysm" for sp in table["adrenal_gland"])
+
+
+# ---- status lands on findings ----
+
+
+def test_negated_attribute_moves_its_status_to_the_finding_of_the_same_word(linker: EntityLinker) -> None:
+    flags = _flags(linker, "Cavitation is not seen.")
+    assert flags["cavity"] == (True, False)
+    assert "lung_nodule" not in _flags(linker, "nodular contour of the liver")  # asserted: left alone
+
+
+def test_head_noun_of_a_grouped_alias_is_linked_with_its_status(linker: EntityLinker) -> None:
+    flags = _flags(linker, "No cardiogenic pulmonary edema.")
+    assert flags["pulmonary_edema"] == (True, False)
+    # not when the graph already names the node with that head, or after "non"
+    assert set(_flags(linker, "Malignant pleural effusion.")) == {"malignant_pleural_effusion"}
+    assert "rib_fracture_acute" not in _flags(linker, "non-acute rib fracture")
+
+
+# ---- list scope after an alias that starts with a trigger ----
+
+
+def test_alias_led_by_a_trigger_keeps_the_list_negated(linker: EntityLinker) -> None:
+    flags = _flags(linker, "No mass effect, hydrocephalus or herniation.")
+    assert flags["hydrocephalus"] == (True, False)
+    assert flags["effect_none"] == (False, False)  # "no mass effect" is itself the absence
+    assert _flags(linker, "No mass effect. Hydrocephalus.")["hydrocephalus"] == (False, False)

@@ -9,8 +9,15 @@ import pytest
 
 from knowledge_graph.graph import KnowledgeGraph
 from knowledge_graph.index import DenseIndex
-from knowledge_graph.retriever import Retriever, ensure_index
+from knowledge_graph.retriever import (
+    LexicalIndex,
+    Retriever,
+    ensure_index,
+    index_fingerprint,
+    load_lay_descriptions,
+)
 from knowledge_graph.schema import RETRIEVABLE_TYPES, NodeType
+from knowledge_graph.text import stems
 
 from .conftest import HashingEmbedder
 
@@ -86,13 +93,62 @@ def test_index_roundtrip_and_staleness(
 ) -> None:
     built = ensure_index(graph, hashing_embedder, tmp_path)
     loaded = DenseIndex.load(tmp_path)
-    assert loaded.node_ids == built.node_ids and loaded.fingerprint == graph.fingerprint()
+    fingerprint = index_fingerprint(graph, load_lay_descriptions())
+    assert loaded.node_ids == built.node_ids and loaded.fingerprint == fingerprint
     q = hashing_embedder.encode(["pleural effusion"])[0]
     assert built.search(q, 3) == loaded.search(q, 3)
     meta = (tmp_path / "index.json").read_text()
-    (tmp_path / "index.json").write_text(meta.replace(graph.fingerprint(), "0" * 16))
+    (tmp_path / "index.json").write_text(meta.replace(fingerprint, "0" * 16))
     rebuilt = ensure_index(graph, hashing_embedder, tmp_path)
-    assert rebuilt.fingerprint == graph.fingerprint()
+    assert rebuilt.fingerprint == fingerprint
+    # a changed lay description makes the index stale too
+    lay = dict(load_lay_descriptions(), pneumothorax="air around the lung")
+    stale = ensure_index(graph, hashing_embedder, tmp_path, lay=lay)
+    assert stale.fingerprint == index_fingerprint(graph, lay)
+
+
+def test_every_finding_and_disease_has_a_lay_description(graph: KnowledgeGraph) -> None:
+    lay = load_lay_descriptions()
+    wanted = {n.id for n in graph.nodes([NodeType.FINDING, NodeType.DISEASE])}
+    assert set(lay) == wanted
+    assert all(len(text.split()) >= 3 for text in lay.values())
+
+
+def test_index_has_a_lay_row_per_described_node(
+    graph: KnowledgeGraph, hashing_embedder: HashingEmbedder
+) -> None:
+    from knowledge_graph.retriever import build_index
+
+    lay = {"pneumothorax": "a collapsed lung with air around it"}
+    index = build_index(graph, hashing_embedder, lay)
+    assert index.node_ids.count("pneumothorax") == 2
+    assert len(index.node_ids) == len(list(graph.nodes(RETRIEVABLE_TYPES))) + 1
+
+
+def test_lay_words_count_in_the_lexical_score(graph: KnowledgeGraph) -> None:
+    nodes = [n for n in graph.nodes() if n.type in RETRIEVABLE_TYPES]
+    words = stems("zzquokka")
+    plain = LexicalIndex(nodes).score(words)
+    lay = LexicalIndex(nodes, {"pneumothorax": "zzquokka words"}).score(words)
+    assert plain == {} and lay["pneumothorax"] > 0
+
+
+def test_a_node_with_two_rows_keeps_its_best_cosine(graph: KnowledgeGraph) -> None:
+    class TwoRows(DenseIndex):
+        def __init__(self) -> None:
+            super().__init__(None, ["pneumothorax"], "x", "m")
+
+        def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+            return [("pneumothorax", 0.9), ("pleural_effusion", 0.5), ("pneumothorax", 0.1)]
+
+    class One:
+        name, dim = "one", 2
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return np.ones((len(texts), 2), dtype=np.float32) / np.sqrt(2)
+
+    r = Retriever(graph, TwoRows(), One(), lexical=0.0, lay={}).retrieve("zzz qqq", k=2)
+    assert [x.node for x in r.results] == ["pneumothorax", "pleural_effusion"]
 
 
 def test_from_vectors_rejects_mismatched_rows() -> None:
