@@ -211,6 +211,7 @@ class EntityLinker:
         compositions: dict[tuple[str, str], tuple[str, ...]] | None = None,
         specialisations: dict[str, tuple[Specialisation, ...]] | None = None,
         hypernyms: dict[str, frozenset[str]] | None = None,
+        locations: dict[str, frozenset[str]] | None = None,
     ) -> None:
         """Build the alias dictionary.
 
@@ -226,11 +227,14 @@ class EntityLinker:
                 :func:`knowledge_graph.retriever.specialisations_from_graph`).
             hypernyms: ``node id → its is_a ancestors``; a head-noun link (see
                 :meth:`_heads`) is not added when the graph already relates the two nodes by is_a.
+            locations: ``node id → anatomy ids`` it is located in (with their kinds); a finding
+                linked beside an anatomy it is located in is never replaced by a specialisation.
         """
         self.rules = rules or ContextRules.load()
         self.compositions = compositions or {}
         self.specialisations = specialisations or {}
         self.hypernyms = hypernyms or {}
+        self.locations = locations or {}
         self.names: dict[str, str] = {}
         self.types: dict[str, NodeType] = {}
         self.span_threshold = SPAN_THRESHOLD
@@ -446,8 +450,8 @@ class EntityLinker:
         A window of tokens whose stems are a specialisation's ``rest`` ("nodules" in "adrenal
         glands ... without nodules") links to the specialisation. A finding already linked there
         that the graph does not place in that anatomy (lung nodule) is replaced; one that it does
-        place there is kept. Among several specialisations of one window, those sharing most alias
-        words with the clause win.
+        place there ("ground glass opacities in both lungs") is kept. Among several
+        specialisations of one window, those sharing most alias words with the clause win.
         """
         cands = [sp for a in sorted(anatomy) for sp in self.specialisations.get(a, ())]
         if not cands:
@@ -456,6 +460,7 @@ class EntityLinker:
         present = set(stems_) | context
         in_anatomy = {i for s, e, n in found if self.types.get(n) is NodeType.ANATOMY for i in range(s, e)}
         here = {sp.node for sp in cands}
+        here |= {n for *_, n in found if anatomy.intersection(self.locations.get(n, ()))}
         best: dict[tuple[int, int], tuple[int, set[str]]] = {}
         for sp in cands:
             n = len(sp.rest)

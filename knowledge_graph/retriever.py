@@ -216,6 +216,7 @@ def linker_from_graph(graph: KnowledgeGraph) -> EntityLinker:
         compositions=compositions_from_graph(graph),
         specialisations=specialisations_from_graph(graph),
         hypernyms=hypernyms_from_graph(graph),
+        locations=locations_from_graph(graph),
     )
 
 
@@ -234,6 +235,16 @@ def hypernyms_from_graph(graph: KnowledgeGraph) -> dict[str, frozenset[str]]:
                 seen.add(p)
                 stack.extend(parents.get(p, ()))
         out[n_id] = frozenset(seen)
+    return out
+
+
+def locations_from_graph(graph: KnowledgeGraph) -> dict[str, frozenset[str]]:
+    """Map each finding and disease to the anatomy it is located in, with their kinds."""
+    parts = _anatomy_parts(graph)
+    out: dict[str, frozenset[str]] = {}
+    for n in graph.nodes([NodeType.FINDING, NodeType.DISEASE]):
+        places = [e.target for e in graph.out_edges(n.id) if e.type is EdgeType.LOCATED_IN]
+        out[n.id] = frozenset(a for p in places for a in parts.get(p, {p}))
     return out
 
 
@@ -280,9 +291,10 @@ def specialisations_from_graph(graph: KnowledgeGraph) -> dict[str, tuple[Special
     split into its anatomy words (any word of an anatomy node's names, compared by derivational
     stem: "adrenal", "renal", "osseous", "aortic") and the rest ("nodule", "stone",
     "metastasis"). A rest of one to three content words, not all of them vague ("disease",
-    "abnormal", "large"), makes a :class:`~knowledge_graph.linking.Specialisation` of the node's
-    locations and of their kinds (a node located in the lung is also specific to the right lung),
-    but not of what they contain (an aneurysm located in the abdomen is not specific to the
+    "abnormal", "large") or one-word visual-attribute aliases ("enlarged", "lobulated"), makes
+    a :class:`~knowledge_graph.linking.Specialisation` of the node's locations and of their
+    kinds (a node located in the lung is also specific to the right lung), but not of what they
+    contain (an aneurysm located in the abdomen is not specific to the
     adrenal gland).
 
     Args:
@@ -292,9 +304,14 @@ def specialisations_from_graph(graph: KnowledgeGraph) -> dict[str, tuple[Special
         The table for :class:`~knowledge_graph.linking.EntityLinker`.
     """
     anatomy_words: set[str] = set()
+    attribute_tokens: set[str] = set()
     for n in graph.nodes([NodeType.ANATOMY]):
         for form in (n.name, *n.synonyms):
             anatomy_words.update(stem(t) for t in alias_key(form))
+    for n in graph.nodes([NodeType.VISUAL_ATTRIBUTE]):
+        for form in (n.name, *n.synonyms):
+            if len(alias_key(form)) == 1:  # single words ("patchy", "enlarged"), not "mass effect"
+                attribute_tokens.update(alias_key(form))
     parts = _anatomy_parts(graph)
     table: dict[str, dict[tuple[tuple[str, ...], str], set[str]]] = {}
     for n in graph.nodes([NodeType.FINDING, NodeType.DISEASE]):
@@ -302,12 +319,15 @@ def specialisations_from_graph(graph: KnowledgeGraph) -> dict[str, tuple[Special
         if not places:
             continue
         for form in (n.name, *n.synonyms):
-            words = [stem(t) for t in alias_key(form) if t not in STOPWORDS]
-            rest = tuple(w for w in words if w not in anatomy_words)
+            tokens = [t for t in alias_key(form) if t not in STOPWORDS]
+            words = [stem(t) for t in tokens]
+            rest_tokens = [t for t, w in zip(tokens, words, strict=True) if w not in anatomy_words]
+            rest = tuple(stem(t) for t in rest_tokens)
             if not rest or len(rest) == len(words) or len(rest) > 3:
                 continue  # no anatomy word in the alias: nothing anatomy-specific about it
-            if all(w in _VAGUE_STEMS for w in rest):
-                continue
+            pairs = zip(rest_tokens, rest, strict=True)
+            if all(w in _VAGUE_STEMS or t in attribute_tokens for t, w in pairs):
+                continue  # only vague or attribute words ("patchy", "enlarged"): compositions do those
             for place in places:
                 for a in parts.get(place, {place}):
                     table.setdefault(a, {}).setdefault((rest, n.id), set()).update(words)

@@ -278,6 +278,8 @@ def test_the_clause_decides_between_specialisations(linker: EntityLinker) -> Non
 
 
 def test_a_node_already_of_that_anatomy_is_kept(linker: EntityLinker) -> None:
+    flags = _flags(linker, "Ground glass opacities in both lungs.")
+    assert "ground_glass_opacity" in flags and "lung_opacity" not in flags
     flags = _flags(linker, "Right lung: nodule.")
     assert flags == {"right_lung": (False, False), "lung_nodule": (False, False)}
 
