@@ -72,6 +72,45 @@ class LlavaBatcher:
         answer_ids = self._ids(answer)[: self.max_answer_tokens] + self._ids(END_OF_TURN)
         return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
 
+    def encode_turns(self, turns: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
+        """Token ids and labels of a conversation about one image, rendered as the chat template does.
+
+        The image goes in the first user turn; every answer and its end-of-turn token are labelled,
+        the user turns (and the newline that ends each message) are not.
+
+        Args:
+            turns: ``(question, answer)`` pairs, at least one.
+
+        Returns:
+            ``(input_ids, labels)`` of equal length.
+        """
+        if not turns:
+            raise ValueError("a conversation needs at least one turn")
+        image_token = self.processor.image_token
+        ids: list[int] = []
+        labels: list[int] = []
+        for k, (question, answer) in enumerate(turns):
+            prompt = chat_prompt(self.processor, question, with_image=k == 0)
+            if k == 0:
+                prompt = prompt.replace(image_token, image_token * self.image_seq_len)
+            prompt_ids = self._ids(("\n" if k else "") + prompt)
+            answer_ids = self._ids(answer)[: self.max_answer_tokens] + self._ids(END_OF_TURN)
+            ids += prompt_ids + answer_ids
+            labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+        return ids, labels
+
+    def conversations(self, groups: Sequence[Sequence[QAExample]]) -> dict[str, torch.Tensor]:
+        """Collate multi-turn conversations, one image each (see :meth:`encode_turns`).
+
+        Args:
+            groups: each a non-empty list of examples about the same image.
+
+        Returns:
+            Same keys as :meth:`__call__`.
+        """
+        encoded = [self.encode_turns([(e.question, e.answer) for e in group]) for group in groups]
+        return self._collate(encoded, [group[0] for group in groups])
+
     def __call__(
         self, examples: Sequence[QAExample], answers: Sequence[str] | None = None
     ) -> dict[str, torch.Tensor]:
@@ -84,10 +123,15 @@ class LlavaBatcher:
         Returns:
             ``input_ids`` / ``attention_mask`` / ``labels`` ``(B, T)`` and ``pixel_values`` ``(B, 3, S, S)``.
         """
-        import torch
-
         texts = answers if answers is not None else [e.answer for e in examples]
         encoded = [self.encode(e.question, a) for e, a in zip(examples, texts, strict=True)]
+        return self._collate(encoded, examples)
+
+    def _collate(
+        self, encoded: Sequence[tuple[list[int], list[int]]], examples: Sequence[QAExample]
+    ) -> dict[str, torch.Tensor]:
+        import torch
+
         width = max(len(ids) for ids, _ in encoded)
         pad = self.processor.tokenizer.pad_token_id
         input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)

@@ -80,7 +80,7 @@ class InstructLoraRecipe(LlavaRecipe):
             for p in base.model.multi_modal_projector.parameters():
                 p.requires_grad_(True)
         self.examples = self.load_examples()
-        return model, len(self.examples)
+        return model, self.units()
 
     def export(self, model: torch.nn.Module, folder: Path) -> None:
         """Write ``adapter/`` (peft) and ``parts.safetensors`` + ``parts.json``."""

@@ -33,6 +33,11 @@ class LlavaRunConfig(RunArgs):
         data_files: JSONL files of the train split to learn from (``vqa``, ``captions``).
         question_types: keep only these question types (empty: all).
         max_answer_tokens: answers are cut to this many tokens.
+        turns_per_image: 1 trains on single-turn examples. N > 1 groups the examples of each image
+            and data file into multi-turn conversations of up to N turns (seeded random order), so
+            one pass over the image tokens supervises up to N answers, and the answers to
+            different questions about the same image are learned side by side; ``batch_size`` then
+            counts conversations.
     """
 
     init_from: str = ""
@@ -40,11 +45,14 @@ class LlavaRunConfig(RunArgs):
     data_files: tuple[str, ...] = ("vqa",)
     question_types: tuple[str, ...] = ()
     max_answer_tokens: int = 32
+    turns_per_image: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.init_from:
             raise ValueError("init_from (the previous stage's checkpoint) is required")
+        if self.turns_per_image < 1:
+            raise ValueError("turns_per_image must be >= 1")
 
 
 def read_parts(folder: Path) -> tuple[PartsSpec, dict[str, torch.Tensor]]:
@@ -72,6 +80,31 @@ def read_parts(folder: Path) -> tuple[PartsSpec, dict[str, torch.Tensor]]:
     raise ValueError(f"{folder}: no parts.safetensors or vision.safetensors (not a stage checkpoint)")
 
 
+def group_by_image(examples: list[QAExample], turns: int, *, seed: int) -> list[list[QAExample]]:
+    """Conversations of up to ``turns`` examples about one image each, in a seeded random order.
+
+    Args:
+        examples: single-turn examples (all with images).
+        turns: the most turns per conversation.
+        seed: order of the turns within each image.
+
+    Returns:
+        The conversations, images in first-seen order.
+    """
+    import random
+
+    by_image: dict[Path | None, list[QAExample]] = {}
+    for example in examples:
+        by_image.setdefault(example.image, []).append(example)
+    rng = random.Random(seed)
+    out: list[list[QAExample]] = []
+    for group in by_image.values():
+        order = list(group)
+        rng.shuffle(order)
+        out += [order[i : i + turns] for i in range(0, len(order), turns)]
+    return out
+
+
 class LlavaRecipe(Recipe):
     """Base of the Llava stages: model from the previous stage, LM loss on answers."""
 
@@ -81,6 +114,7 @@ class LlavaRecipe(Recipe):
         super().__init__(cfg)
         self.cfg = cfg
         self.examples: list[QAExample] = []
+        self.conversations: list[list[QAExample]] = []
         self.processor: Any = None
         self.batcher: LlavaBatcher | None = None
         self.spec: PartsSpec | None = None
@@ -128,18 +162,34 @@ class LlavaRecipe(Recipe):
         return model
 
     def load_examples(self) -> list[QAExample]:
-        """The train split's examples from ``data_files``, filtered by ``question_types``."""
-        examples = load_qa(Path(self.cfg.data_dir), "train", self.cfg.data_files)
-        if self.cfg.question_types:
-            examples = [e for e in examples if e.question_type in self.cfg.question_types]
+        """The train split's examples from ``data_files``, filtered by ``question_types``.
+
+        With ``turns_per_image > 1`` also fills ``self.conversations`` (see :class:`LlavaRunConfig`).
+        """
+        examples: list[QAExample] = []
+        self.conversations = []
+        for name in self.cfg.data_files:
+            found = load_qa(Path(self.cfg.data_dir), "train", (name,))
+            if self.cfg.question_types:
+                found = [e for e in found if e.question_type in self.cfg.question_types]
+            examples += found
+            if self.cfg.turns_per_image > 1:
+                self.conversations += group_by_image(found, self.cfg.turns_per_image, seed=self.cfg.seed)
         if not examples:
             raise ValueError(f"{type(self).__name__}: no training examples in {self.cfg.data_dir}")
         return examples
 
+    def units(self) -> int:
+        """How many training units the index stream draws from: examples or conversations."""
+        return len(self.conversations) if self.cfg.turns_per_image > 1 else len(self.examples)
+
     def loss(self, model: torch.nn.Module, indices: list[int]) -> torch.Tensor:
         """Mean next-token cross-entropy on the answers."""
         assert self.batcher is not None
-        batch = self.batcher([self.examples[i] for i in indices])
+        if self.cfg.turns_per_image > 1:
+            batch = self.batcher.conversations([self.conversations[i] for i in indices])
+        else:
+            batch = self.batcher([self.examples[i] for i in indices])
         loss: torch.Tensor = model(**batch).loss
         return loss
 

@@ -55,7 +55,7 @@ class ProjectorAlignRecipe(LlavaRecipe):
             for p in model.model.vision_tower.parameters():
                 p.requires_grad_(True)
         self.examples = self.load_examples()
-        return model, len(self.examples)
+        return model, self.units()
 
     def _semantic_init(self, model: Any) -> None:
         """Projector from the stage-0 head (see :mod:`training.semantic_init`); logs the scale."""
