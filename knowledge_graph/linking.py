@@ -259,9 +259,10 @@ class EntityLinker:
                     self.caps_only.add(key)
         self.max_len = max((len(k) for k in self.aliases), default=1)
         # words of anatomy names ("abdominal", "thoracic"): a header may be made of them
-        self.anatomy_stems = frozenset(
-            stem(t) for key, node in self.aliases.items() if self.types[node] is NodeType.ANATOMY for t in key
+        self.anatomy_tokens = frozenset(
+            t for key, node in self.aliases.items() if self.types[node] is NodeType.ANATOMY for t in key
         )
+        self.anatomy_stems = frozenset(stem(t) for t in self.anatomy_tokens)
         # stems of finding/disease/sign/pattern aliases, to move a status from a visual attribute
         # to the finding of the same word ("no cavitation": texture_cavitary → cavity)
         self.finding_stems: dict[tuple[str, ...], str] = {}
@@ -485,13 +486,16 @@ class EntityLinker:
         return sorted(out)
 
     def _heads(self, keys: list[str], found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-        """Head-noun links: a mention whose last words are another finding's preferred name.
+        """Head-noun links: a mention that is another finding's preferred name qualified only by
+        where it is.
 
         "interstitial pulmonary edema" is an alias of pulmonary venous congestion (an imported
-        grouping), but its head is "pulmonary edema": that node is linked on the same span with
-        the same status. Not when the graph relates the two by is_a (the specific node is then
-        the right one), when the mention's own node is named with that head ("malignant pleural
-        effusion"), or after "non"/"not" ("non-acute rib fracture").
+        grouping), but it is "pulmonary edema" qualified by an anatomy word ("interstitial", a
+        word of the lung interstitium's names): that node is linked on the same span with the same
+        status. A qualifier that is not a place ("infected pleural effusion", "septic pulmonary
+        embolism", "non-acute rib fracture") names a different thing, whose absence says nothing
+        about the head, so it links nothing more. Not either when the graph relates the two by
+        is_a or the mention's own node is named with that head.
         """
         if not self.preferred:
             return []
@@ -507,12 +511,20 @@ class EntityLinker:
                 if y is None or y == x:
                     continue
                 related = y in self.hypernyms.get(x, ()) or x in self.hypernyms.get(y, ())
-                fits = not related and own[-len(tail) :] != tail and keys[i - 1] not in ("non", "not")
+                where = all(self._place_word(k) for k in keys[s:i])
+                fits = where and not related and own[-len(tail) :] != tail
                 if fits and y not in linked:
                     extra.append((s, e, y))
                     linked.add(y)
                 break
         return extra
+
+    def _place_word(self, token: str) -> bool:
+        """Whether a folded token is a word of an anatomy name, or shares its first six letters
+        with one ("interstitial" and "interstitium", "alveolar" and "alveoli")."""
+        if token in self.anatomy_tokens:
+            return True
+        return len(token) >= 6 and any(t[:6] == token[:6] for t in self.anatomy_tokens)
 
     def _attribute_findings(
         self, keys: list[str], found: list[tuple[int, int, str]], flags: list[tuple[bool, bool]]

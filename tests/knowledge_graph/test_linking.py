@@ -335,10 +335,25 @@ def test_negated_attribute_moves_its_status_to_the_finding_of_the_same_word(link
     assert "lung_nodule" not in _flags(linker, "nodular contour of the liver")  # asserted: left alone
 
 
-def test_head_noun_of_a_grouped_alias_is_linked_with_its_status(linker: EntityLinker) -> None:
-    flags = _flags(linker, "No cardiogenic pulmonary edema.")
-    assert flags["pulmonary_edema"] == (True, False)
-    # not when the graph already names the node with that head, or after "non"
+def test_head_noun_of_a_place_qualified_alias_is_linked_with_its_status(graph: KnowledgeGraph) -> None:
+    from knowledge_graph.schema import Node, NodeType, Provenance
+
+    grouping = Node(
+        id="zz_grouping", type=NodeType.FINDING, name="zz grouping", definition="test",
+        synonyms=("apical pleural effusion", "loculated pleural effusion"),
+        provenance=Provenance(source="test", version="1"),
+    )
+    linker = EntityLinker([*graph.nodes(), grouping])
+    flags = {e.node: (e.negated, e.uncertain) for e in linker.link("No apical pleural effusion.")}
+    assert flags == {"zz_grouping": (True, False), "pleural_effusion": (True, False)}
+    # a qualifier that is not a place names something else: its absence says nothing of the head
+    flags = {e.node: (e.negated, e.uncertain) for e in linker.link("No loculated pleural effusion.")}
+    assert flags == {"zz_grouping": (True, False)}
+
+
+def test_aetiology_qualified_aliases_do_not_negate_the_head(linker: EntityLinker) -> None:
+    assert "pleural_effusion" not in _flags(linker, "No infected pleural effusion.")
+    assert "pulmonary_embolism" not in _flags(linker, "No septic pulmonary embolism.")
     assert set(_flags(linker, "Malignant pleural effusion.")) == {"malignant_pleural_effusion"}
     assert "rib_fracture_acute" not in _flags(linker, "non-acute rib fracture")
 
