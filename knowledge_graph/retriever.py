@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 DenseMode = Literal["always", "fallback", "never"]
 LAY_PATH = Path(__file__).resolve().parent / "resources" / "lay_descriptions.yaml"
+SIGN_DESCRIPTIONS_PATH = Path(__file__).resolve().parent / "resources" / "sign_descriptions.yaml"
+"""Descriptive paraphrases of every imaging sign and tissue pattern, read with the lay texts."""
 """Plain-language description of every finding and disease (``node id: text``)."""
 SPAN_TYPES = frozenset({NodeType.FINDING, NodeType.DISEASE, NodeType.IMAGING_SIGN})
 """Node types a dense-linked span may resolve to."""
@@ -655,20 +657,29 @@ def _unnegated_stems(text: str, entities: list[Entity]) -> list[str]:
     return stems(" ".join(kept))
 
 
-def load_lay_descriptions(path: Path = LAY_PATH) -> dict[str, str]:
-    """Read the plain-language descriptions (``node id: text``).
+def load_lay_descriptions(
+    path: Path = LAY_PATH, extra: tuple[Path, ...] = (SIGN_DESCRIPTIONS_PATH,)
+) -> dict[str, str]:
+    """Read the plain-language descriptions (``node id: text``) and the descriptive paraphrases
+    of imaging signs and tissue patterns (``extra``); both become second dense rows.
 
     Raises:
-        KgError: if the file cannot be read or is not a mapping of strings.
+        KgError: if a file cannot be read, is not a mapping of strings, or two files describe
+            one node.
     """
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise KgError(f"reading lay descriptions {path.name}: {e}") from e
-    pairs = doc.items() if isinstance(doc, dict) else []
-    if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
-        raise KgError(f"reading lay descriptions {path.name}: expected 'node id: text' lines")
-    return dict(doc)
+    out: dict[str, str] = {}
+    for p in (path, *extra):
+        try:
+            doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise KgError(f"reading lay descriptions {p.name}: {e}") from e
+        pairs = doc.items() if isinstance(doc, dict) else []
+        if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+            raise KgError(f"reading lay descriptions {p.name}: expected 'node id: text' lines")
+        if clash := sorted(set(out) & set(doc)):
+            raise KgError(f"reading lay descriptions {p.name}: {clash[0]} is described twice")
+        out.update(doc)
+    return out
 
 
 def index_fingerprint(graph: KnowledgeGraph, lay: Mapping[str, str]) -> str:

@@ -108,10 +108,30 @@ def test_index_roundtrip_and_staleness(
 
 
 def test_every_finding_and_disease_has_a_lay_description(graph: KnowledgeGraph) -> None:
-    lay = load_lay_descriptions()
+    lay = load_lay_descriptions(extra=())
     wanted = {n.id for n in graph.nodes([NodeType.FINDING, NodeType.DISEASE])}
     assert set(lay) == wanted
     assert all(len(text.split()) >= 3 for text in lay.values())
+
+
+def test_every_sign_and_pattern_has_a_descriptive_paraphrase(graph: KnowledgeGraph) -> None:
+    from knowledge_graph.retriever import SIGN_DESCRIPTIONS_PATH
+
+    signs = load_lay_descriptions(SIGN_DESCRIPTIONS_PATH, extra=())
+    wanted = {n.id for n in graph.nodes([NodeType.IMAGING_SIGN, NodeType.TISSUE_PATTERN])}
+    assert set(signs) == wanted
+    assert all(len(text.split()) >= 8 for text in signs.values())
+    # the default load reads both files, so every sign gets a second dense row
+    assert set(load_lay_descriptions()) >= wanted
+
+
+def test_a_node_described_twice_is_refused(tmp_path: Path) -> None:
+    from knowledge_graph.schema import KgError
+
+    (tmp_path / "a.yaml").write_text("pneumothorax: air around the lung\n", encoding="utf-8")
+    (tmp_path / "b.yaml").write_text("pneumothorax: a collapsed lung\n", encoding="utf-8")
+    with pytest.raises(KgError, match="described twice"):
+        load_lay_descriptions(tmp_path / "a.yaml", extra=(tmp_path / "b.yaml",))
 
 
 def test_index_has_a_lay_row_per_described_node(
