@@ -35,6 +35,9 @@ class Trigger:
     tokens: tuple[str, ...]
     category: str
     direction: str
+    final: bool = False
+    """A backward trigger that counts only where it ends its clause ("pneumonia likely." but not
+    "consolidation likely represents pneumonia")."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,13 @@ class ContextRules:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
             triggers: list[Trigger] = []
             for category in ("negated", "uncertain"):
-                for direction in ("forward", "backward"):
-                    for phrase in doc[category][direction]:
-                        triggers.append(Trigger(tuple(tokens(_phrase(phrase))), category, direction))
+                for direction in ("forward", "backward", "final"):
+                    for phrase in doc[category].get(direction, ()):
+                        toks = tuple(tokens(_phrase(phrase)))
+                        if direction == "final":
+                            triggers.append(Trigger(toks, category, "backward", final=True))
+                        else:
+                            triggers.append(Trigger(toks, category, direction))
             triggers += [Trigger(tuple(tokens(_phrase(p))), "pseudo", "none") for p in doc["pseudo"]]
             triggers += [Trigger(tuple(tokens(_phrase(p))), "terminator", "none") for p in doc["terminators"]]
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
@@ -101,7 +108,8 @@ class ContextRules:
 
 
 def assign_context(
-    rules: ContextRules, toks: list[str], spans: list[tuple[int, int]]
+    rules: ContextRules, toks: list[str], spans: list[tuple[int, int]],
+    commas: frozenset[int] = frozenset(),
 ) -> list[tuple[bool, bool]]:
     """Decide negation and uncertainty for mentions in one sentence.
 
@@ -109,6 +117,10 @@ def assign_context(
         rules: the trigger rules.
         toks: the sentence's tokens.
         spans: token ``[start, end)`` of each mention.
+        commas: positions ``i`` with a comma between token ``i - 1`` and token ``i``. A backward
+            trigger's scope stops at a comma ("small effusion, pneumothorax absent" negates only
+            the pneumothorax) unless the clause it ends is the tail of a list ("A, B and C are not
+            seen": an "and"/"or"/"nor" between the last comma and the trigger).
 
     Returns:
         ``(negated, uncertain)`` for each mention, in the order of ``spans``.
@@ -126,12 +138,29 @@ def assign_context(
             if trig.direction == "forward" and te <= s:
                 if not any(ts < x <= s for x in terminators):
                     flags[trig.category] = True
-            elif trig.direction == "backward" and ts >= e and not any(e <= x < ts for x in terminators):
+            elif (
+                trig.direction == "backward" and ts >= e
+                and (not trig.final or te == len(toks) or te in commas or te in terminators)
+                and not any(e <= x < ts for x in terminators)
+                and not _comma_between(toks, commas, e, ts)
+            ):
                 flags[trig.category] = True
         if not question and _adjacent_query_mark(toks, s, e):
             flags["uncertain"] = True
         out.append((flags["negated"], flags["uncertain"]))
     return out
+
+
+_LIST_WORDS = frozenset({"and", "or", "nor"})
+
+
+def _comma_between(toks: list[str], commas: frozenset[int], end: int, trigger: int) -> bool:
+    """Whether a comma cuts a mention ending at ``end`` from a backward trigger at ``trigger``
+    (not when the trigger's clause continues a list: "A, B and C are not seen")."""
+    cuts = [c for c in commas if end <= c <= trigger]
+    if not cuts:
+        return False
+    return not _LIST_WORDS.intersection(toks[max(cuts) : trigger])
 
 
 def _phrase(value: object) -> str:

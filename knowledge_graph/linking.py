@@ -39,7 +39,7 @@ from types import MappingProxyType
 
 from knowledge_graph.context import QUESTION_WORDS, ContextRules, assign_context
 from knowledge_graph.schema import RETRIEVABLE_TYPES, Node, NodeType
-from knowledge_graph.text import DETERMINERS, STOPWORDS, alias_key, fold, stem, token_spans
+from knowledge_graph.text import DETERMINERS, STOPWORDS, alias_key, fold, stem, token_spans, tokens
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +257,21 @@ class EntityLinker:
                 priority[key] = rank
                 if is_abbrev and len(form) <= 3:
                     self.caps_only.add(key)
+        # "gas" and "air" are one thing in imaging reports: an alias with one also matches with
+        # the other ("free subdiaphragmatic gas"), unless that spelling is another node's alias
+        for key, node in list(self.aliases.items()):
+            for a, b in (("air", "gas"), ("gas", "air")):
+                if a in key:
+                    variant = tuple(b if t == a else t for t in key)
+                    if variant not in self.aliases:
+                        self.aliases[variant] = node
+                        priority[variant] = priority[key]
+        # generic word → the findings/diseases whose alias is that word plus an anatomy
+        # ("herniation" → brain herniation); used when the word alone names only a group node
+        self.by_rest: dict[tuple[str, ...], frozenset[str]] = {}
+        for specs in self.specialisations.values():
+            for sp in specs:
+                self.by_rest[sp.rest] = self.by_rest.get(sp.rest, frozenset()) | {sp.node}
         self.max_len = max((len(k) for k in self.aliases), default=1)
         # words of anatomy names ("abdominal", "thoracic"): a header may be made of them
         self.anatomy_tokens = frozenset(
@@ -302,9 +317,9 @@ class EntityLinker:
         entities: list[Entity] = []
         candidates: list[_Candidate] = []
         header: _Header = (frozenset(), frozenset())
-        for m in _SENTENCE_RE.finditer(text):
+        for start, sentence, field in self._sentences(text):
             ents, cands, header = self._link_sentence(
-                text, m.start(), m.group(0), span_linker is not None, header
+                text, start, sentence, span_linker is not None, header, field
             )
             entities.extend(ents)
             candidates.extend(cands)
@@ -312,6 +327,43 @@ class EntityLinker:
             entities.extend(self._dense_entities(text, candidates, span_linker))
             entities.sort(key=lambda e: (e.start, e.end))
         return entities
+
+    def _sentences(self, text: str) -> list[tuple[int, str, int]]:
+        """Split text into sentences at ``. ! ; :`` and new lines, keeping a synoptic field whole.
+
+        A report field whose value is only a status ("Perineural invasion: absent.",
+        "Margins: not identified", "Pneumothorax: none", "Malignancy: suspected") is one sentence,
+        so the value's trigger acts backward on the field's label; a value with content of its
+        own ("Kidneys: no stones.") stays a separate sentence after an anatomy header.
+        """
+        parts = [(m.start(), m.group(0)) for m in _SENTENCE_RE.finditer(text)]
+        out: list[tuple[int, str, int]] = []
+        i = 0
+        while i < len(parts):
+            start, sentence = parts[i]
+            if sentence.rstrip().endswith(":") and i + 1 < len(parts) and self._status_only(parts[i + 1][1]):
+                out.append((start, sentence + parts[i + 1][1], len(sentence)))
+                i += 2
+                continue
+            out.append((start, sentence, 0))
+            i += 1
+        return out
+
+    def _status_only(self, value: str) -> bool:
+        """Whether a field value is only negation/uncertainty triggers (and filler words)."""
+        raw = [t for t in tokens(value) if t not in DETERMINERS]
+        if not raw:
+            return False
+        status = {
+            i for ts, te, trig in self.rules.find(raw)
+            if trig.category in ("negated", "uncertain") for i in range(ts, te)
+        }
+        return bool(status) and all(i in status or t in STOPWORDS for i, t in enumerate(raw))
+
+    def _value_status(self, value: list[str]) -> tuple[bool, bool]:
+        """``(negated, uncertain)`` of a status-only field value, whatever its triggers' direction."""
+        cats = {trig.category for _, _, trig in self.rules.find(value)}
+        return "negated" in cats and "uncertain" not in cats, "uncertain" in cats
 
     def _dense_entities(
         self, text: str, candidates: list[_Candidate], span_linker: SpanLinker
@@ -361,10 +413,11 @@ class EntityLinker:
 
     def _link_sentence(
         self, text: str, offset: int, sentence: str, want_spans: bool = False,
-        carried: _Header = (frozenset(), frozenset()),
+        carried: _Header = (frozenset(), frozenset()), field: int = 0,
     ) -> tuple[list[Entity], list[_Candidate], _Header]:
         """Link one sentence; ``carried`` holds the anatomy ids and word stems of a header
-        ("Kidneys:", "Thoracic aorta:") just before it.
+        ("Kidneys:", "Thoracic aorta:") just before it; ``field`` (when not 0) is where the value
+        of a synoptic field starts in the sentence ("Perineural invasion: |absent.").
 
         Returns the entities, the dense-span candidates and what this sentence carries to the
         next one (when it is itself such a header).
@@ -396,15 +449,25 @@ class EntityLinker:
         if self._is_header(sentence, raw, found):
             header = (frozenset(anatomy), frozenset(stem(k) for k in keys))
         found = self._specialise(keys, found, anatomy | carried[0], carried[1])
+        found += self._group_children(keys, found)
         found += self._heads(keys, found)
         found += self._compose(found, carried[0])
         # an alias that starts with a negation trigger ("no mass effect") keeps the trigger working
         # for the rest of the sentence ("... or midline shift"); the alias itself is not negated
         ctx = [(s + self._leading_trigger(raw, s, e), e) for s, e, _ in found]
-        flags = assign_context(self.rules, raw, ctx)
+        commas = frozenset(i for i in range(1, len(spans)) if "," in sentence[spans[i - 1][2] : spans[i][1]])
+        flags = assign_context(self.rules, raw, ctx, commas)
         if any(c[0] != f[0] for c, f in zip(ctx, found, strict=True)):
-            own = assign_context(self.rules, raw, [(s, e) for s, e, _ in found])
+            own = assign_context(self.rules, raw, [(s, e) for s, e, _ in found], commas)
             flags = [o if c[0] != f[0] else fl for o, c, f, fl in zip(own, ctx, found, flags, strict=True)]
+        if field:  # "Perineural invasion: absent.": the value's status is the label's
+            value = [t for t, a, _ in spans if a >= field]
+            label_end = len(raw) - len(value)
+            status = self._value_status(value)
+            flags = [
+                (fl[0] or status[0], fl[1] or status[1]) if e <= label_end else fl
+                for (_, e, _), fl in zip(found, flags, strict=True)
+            ]
         moved = self._attribute_findings(keys, found, flags)
         found += [m for m, _ in moved]
         flags += [f for _, f in moved]
@@ -420,6 +483,23 @@ class EntityLinker:
             for phrase, s, e, neg, unc in self._scope_spans(sentence, spans, found, ctx)
         ]
         return out, cands, header
+
+    def _group_children(
+        self, keys: list[str], found: list[tuple[int, int, str]]
+    ) -> list[tuple[int, int, str]]:
+        """A word that links only a group (an abnormality class: "herniation" → hernia) also links
+        the one finding or disease whose alias is that word plus an anatomy (brain herniation);
+        with two or more such nodes ("hernia": hiatus, diaphragmatic, ...) it links nothing more,
+        and a finding already linked in the sentence is not linked twice."""
+        linked = {n for *_, n in found}
+        extra: list[tuple[int, int, str]] = []
+        for s, e, node in found:
+            if self.types.get(node) is not NodeType.GROUP:
+                continue
+            children = self.by_rest.get(tuple(stem(k) for k in keys[s:e]), frozenset())
+            if len(children) == 1 and not children & linked:
+                extra.append((s, e, next(iter(children))))
+        return extra
 
     def _is_header(self, sentence: str, raw: list[str], found: list[tuple[int, int, str]]) -> bool:
         """Whether the sentence is an anatomy header such as "Kidneys:" or "Liver and spleen:"."""

@@ -366,3 +366,76 @@ def test_alias_led_by_a_trigger_keeps_the_list_negated(linker: EntityLinker) -> 
     assert flags["hydrocephalus"] == (True, False)
     assert flags["effect_none"] == (False, False)  # "no mass effect" is itself the absence
     assert _flags(linker, "No mass effect. Hydrocephalus.")["hydrocephalus"] == (False, False)
+
+
+# --- Update 4: post-term and synoptic status, comma-limited backward scope, group children, gas/air
+
+
+@pytest.mark.parametrize(
+    ("text", "node", "flags"),
+    [
+        ("Lymphovascular invasion: absent", "lymphovascular_invasion", (True, False)),
+        ("Perineural invasion: Not identified.", "perineural_invasion", (True, False)),
+        ("Necrosis: none.", "necrosis", (True, False)),
+        ("Pneumothorax: No", "pneumothorax", (True, False)),
+        ("Consolidation: suspected.", "consolidation", (False, True)),
+        ("Pleural effusion: cannot be excluded.", "pleural_effusion", (False, True)),
+        ("Perineural invasion: present.", "perineural_invasion", (False, False)),
+    ],
+)
+def test_a_synoptic_field_value_sets_the_status_of_its_label(
+    linker: EntityLinker, text: str, node: str, flags: tuple[bool, bool]
+) -> None:
+    assert _flags(linker, text)[node] == flags
+
+
+def test_an_anatomy_header_with_content_still_carries_over(linker: EntityLinker) -> None:
+    # "Kidneys:" stays a header: its value names a finding, so it is not a status-only field
+    flags = _flags(linker, "Kidneys: no stones.")
+    assert flags["nephrolithiasis"] == (True, False)
+    assert flags["kidney"] == (False, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "node", "flags"),
+    [
+        ("Pneumothorax absent.", "pneumothorax", (True, False)),
+        ("Lobar consolidation, pneumonia likely.", "pneumonia", (False, True)),
+        ("Pulmonary embolism could not be ruled out.", "pulmonary_embolism", (False, True)),
+        ("The pneumothorax has been excluded.", "pneumothorax", (True, False)),
+    ],
+)
+def test_post_term_triggers(linker: EntityLinker, text: str, node: str, flags: tuple[bool, bool]) -> None:
+    assert _flags(linker, text)[node] == flags
+
+
+def test_clause_final_triggers_do_not_reach_back_from_mid_clause(linker: EntityLinker) -> None:
+    # "likely" and "absent" before more words are forward-only: the subject stays asserted
+    flags = _flags(linker, "Consolidation likely represents pneumonia.")
+    assert flags["consolidation"] == (False, False)
+    assert flags["pneumonia"] == (False, True)
+    assert _flags(linker, "Pleural effusion with absent breath sounds.")["pleural_effusion"] == (False, False)
+
+
+def test_backward_scope_stops_at_a_comma_unless_the_clause_ends_a_list(linker: EntityLinker) -> None:
+    flags = _flags(linker, "Small pleural effusion, pneumothorax not seen.")
+    assert flags["pleural_effusion"] == (False, False)
+    assert flags["pneumothorax"] == (True, False)
+    listed = _flags(linker, "Pleural effusion, pneumothorax and consolidation are not seen.")
+    assert all(listed[n] == (True, False) for n in ("pleural_effusion", "pneumothorax", "consolidation"))
+    # negation does not leak across a semicolon either
+    split = _flags(linker, "No effusion; small pneumothorax.")
+    assert split["pleural_effusion"] == (True, False) and split["pneumothorax"] == (False, False)
+
+
+def test_a_word_naming_only_a_group_links_its_single_specific_finding(linker: EntityLinker) -> None:
+    flags = _flags(linker, "There is no herniation.")
+    assert flags.get("brain_herniation") == (True, False)
+    # "hernia" fits several specific hernias: only the group is linked
+    hernia = _flags(linker, "No hernia.")
+    assert not {"hiatus_hernia", "diaphragmatic_hernia", "brain_herniation"} & set(hernia)
+
+
+def test_gas_and_air_are_interchangeable_in_aliases(linker: EntityLinker) -> None:
+    assert _flags(linker, "No free gas.")["pneumoperitoneum"] == (True, False)
+    assert _flags(linker, "Free subdiaphragmatic gas.")["pneumoperitoneum"] == (False, False)
