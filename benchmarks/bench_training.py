@@ -5,7 +5,7 @@
     python benchmarks/bench_training.py --data runs/bench_data --stage 1 --steps 6 --threads 1 \
         --init runs/builtin/stage0/final
     python benchmarks/bench_training.py --data runs/bench_data --stage 2 --steps 6 --threads 1 \
-        --init runs/builtin/stage1/final
+        --init runs/builtin/stage1/final [--mixed-precision bf16]
 
 Stages 1 and 2 use the real SmolLM2-135M-Instruct (converted once under $MEDVLM_HOME) and the
 built-in model's shapes from training/configs/builtin.yaml. The first step is excluded from the
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the builtin.yaml value")
     parser.add_argument("--init", type=Path, default=None, help="previous stage's checkpoint (stages 1-2)")
+    parser.add_argument(
+        "--mixed-precision", choices=("no", "bf16"), default=None, help="default: the builtin.yaml value"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.batch_size:
         values["batch_size"] = args.batch_size
+    if args.mixed_precision:
+        values["mixed_precision"] = args.mixed_precision
     recipe: Any
     if args.stage == 0:
         from training.recipes.vision_pretrain import VisionPretrainConfig, VisionPretrainRecipe
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "stage": args.stage,
         "threads": args.threads,
         "batch_size": batch,
+        "mixed_precision": values.get("mixed_precision", "no"),
         "timed_steps": timed_steps,
         "seconds_per_step": round(seconds / timed_steps, 3) if timed_steps else None,
         "samples_per_s": round(timed_steps * batch / seconds, 3) if seconds > 0 else None,
