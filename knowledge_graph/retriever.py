@@ -28,9 +28,10 @@ prompt context under "Stated absent in the text", so the model knows what was ex
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -42,7 +43,7 @@ import yaml
 from knowledge_graph.graph import DEFAULT_DATA_DIR, KnowledgeGraph, load_graph
 from knowledge_graph.index import DenseIndex, Embedder, default_cache_dir
 from knowledge_graph.linking import Entity, EntityLinker, SpanLinker, Specialisation
-from knowledge_graph.schema import RETRIEVABLE_TYPES, EdgeType, KgError, Node, NodeType
+from knowledge_graph.schema import RETRIEVABLE_TYPES, Edge, EdgeType, KgError, Node, NodeType
 from knowledge_graph.text import STOPWORDS, alias_key, stem, stems, token_spans
 
 logger = logging.getLogger(__name__)
@@ -182,7 +183,18 @@ class Retrieval:
         }
 
 
-def compositions_from_graph(graph: KnowledgeGraph) -> dict[tuple[str, str], tuple[str, ...]]:
+OutEdges = Callable[[str], list[Edge]]
+"""``node id → edges leaving it``, in :meth:`KnowledgeGraph.out_edges` order."""
+
+
+def out_edge_table(graph: KnowledgeGraph) -> dict[str, list[Edge]]:
+    """Every node's outgoing edges, as :meth:`KnowledgeGraph.out_edges` gives them."""
+    return {n.id: graph.out_edges(n.id) for n in graph.nodes()}
+
+
+def compositions_from_graph(
+    graph: KnowledgeGraph, out_edges: OutEdges | None = None
+) -> dict[tuple[str, str], tuple[str, ...]]:
     """Map ``(anatomy, visual attribute)`` to the findings located there with that attribute.
 
     Only pairs naming at most two findings are kept (a pair that fits many findings says little),
@@ -192,13 +204,15 @@ def compositions_from_graph(graph: KnowledgeGraph) -> dict[tuple[str, str], tupl
 
     Args:
         graph: the knowledge graph.
+        out_edges: ``graph.out_edges`` or a precomputed equivalent (:func:`out_edge_table`).
 
     Returns:
         The composition table for :class:`~knowledge_graph.linking.EntityLinker`.
     """
+    out_edges = out_edges or graph.out_edges
     table: dict[tuple[str, str], list[str]] = {}
     for n in graph.nodes([NodeType.FINDING]):
-        edges = graph.out_edges(n.id)
+        edges = out_edges(n.id)
         places = [e.target for e in edges if e.type is EdgeType.LOCATED_IN]
         attrs = [
             e.target
@@ -213,20 +227,25 @@ def compositions_from_graph(graph: KnowledgeGraph) -> dict[tuple[str, str], tupl
 
 def linker_from_graph(graph: KnowledgeGraph) -> EntityLinker:
     """The entity linker of a graph, with its compositions, specialisations and hypernyms."""
+    out_edges = out_edge_table(graph).__getitem__  # each node's edges read once, not four times
     return EntityLinker(
         graph.nodes(),
-        compositions=compositions_from_graph(graph),
-        specialisations=specialisations_from_graph(graph),
-        hypernyms=hypernyms_from_graph(graph),
-        locations=locations_from_graph(graph),
+        compositions=compositions_from_graph(graph, out_edges),
+        specialisations=specialisations_from_graph(graph, out_edges),
+        hypernyms=hypernyms_from_graph(graph, out_edges),
+        locations=locations_from_graph(graph, out_edges),
     )
 
 
-def hypernyms_from_graph(graph: KnowledgeGraph) -> dict[str, frozenset[str]]:
-    """Map every node to its is_a ancestors (transitively)."""
+def hypernyms_from_graph(
+    graph: KnowledgeGraph, out_edges: OutEdges | None = None
+) -> dict[str, frozenset[str]]:
+    """Map every node to its is_a ancestors (transitively); ``out_edges`` as in
+    :func:`compositions_from_graph`."""
+    out_edges = out_edges or graph.out_edges
     parents: dict[str, list[str]] = {}
     for n in graph.nodes():
-        parents[n.id] = [e.target for e in graph.out_edges(n.id) if e.type is EdgeType.IS_A]
+        parents[n.id] = [e.target for e in out_edges(n.id) if e.type is EdgeType.IS_A]
     out: dict[str, frozenset[str]] = {}
     for n_id in parents:
         seen: set[str] = set()
@@ -240,12 +259,16 @@ def hypernyms_from_graph(graph: KnowledgeGraph) -> dict[str, frozenset[str]]:
     return out
 
 
-def locations_from_graph(graph: KnowledgeGraph) -> dict[str, frozenset[str]]:
-    """Map each finding and disease to the anatomy it is located in, with their kinds."""
+def locations_from_graph(
+    graph: KnowledgeGraph, out_edges: OutEdges | None = None
+) -> dict[str, frozenset[str]]:
+    """Map each finding and disease to the anatomy it is located in, with their kinds;
+    ``out_edges`` as in :func:`compositions_from_graph`."""
+    out_edges = out_edges or graph.out_edges
     parts = _anatomy_parts(graph)
     out: dict[str, frozenset[str]] = {}
     for n in graph.nodes([NodeType.FINDING, NodeType.DISEASE]):
-        places = [e.target for e in graph.out_edges(n.id) if e.type is EdgeType.LOCATED_IN]
+        places = [e.target for e in out_edges(n.id) if e.type is EdgeType.LOCATED_IN]
         out[n.id] = frozenset(a for p in places for a in parts.get(p, {p}))
     return out
 
@@ -286,7 +309,9 @@ _VAGUE_STEMS = frozenset(
 )
 
 
-def specialisations_from_graph(graph: KnowledgeGraph) -> dict[str, tuple[Specialisation, ...]]:
+def specialisations_from_graph(
+    graph: KnowledgeGraph, out_edges: OutEdges | None = None
+) -> dict[str, tuple[Specialisation, ...]]:
     """Map each anatomy to the findings and diseases the graph locates in it (or around it).
 
     For every finding or disease with ``located_in`` edges, each alias (name or synonym) is
@@ -301,10 +326,12 @@ def specialisations_from_graph(graph: KnowledgeGraph) -> dict[str, tuple[Special
 
     Args:
         graph: the knowledge graph.
+        out_edges: as in :func:`compositions_from_graph`.
 
     Returns:
         The table for :class:`~knowledge_graph.linking.EntityLinker`.
     """
+    out_edges = out_edges or graph.out_edges
     anatomy_words: set[str] = set()
     attribute_tokens: set[str] = set()
     for n in graph.nodes([NodeType.ANATOMY]):
@@ -317,7 +344,7 @@ def specialisations_from_graph(graph: KnowledgeGraph) -> dict[str, tuple[Special
     parts = _anatomy_parts(graph)
     table: dict[str, dict[tuple[tuple[str, ...], str], set[str]]] = {}
     for n in graph.nodes([NodeType.FINDING, NodeType.DISEASE]):
-        places = [e.target for e in graph.out_edges(n.id) if e.type is EdgeType.LOCATED_IN]
+        places = [e.target for e in out_edges(n.id) if e.type is EdgeType.LOCATED_IN]
         if not places:
             continue
         for form in (n.name, *n.synonyms):
@@ -349,6 +376,9 @@ def _composable(attribute: Node) -> bool:
 
 _ALIAS_FIELD_WEIGHT = 1.0
 _TEXT_FIELD_WEIGHT = 0.6
+FREQUENT_POSTINGS = 1000
+"""A query stem in more nodes than this is not scored node by node when the top results are
+already out of its reach (:meth:`LexicalIndex.score_bounded`); the packaged graph has no such stem."""
 
 
 class LexicalIndex:
@@ -361,15 +391,19 @@ class LexicalIndex:
     the sum of ``idf`` over the query stems any node contains, so it lies in ``[0, 1]``.
     """
 
-    def __init__(self, nodes: Iterable[Node], lay: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, nodes: Iterable[Node], lay: Mapping[str, str] | None = None, frequent: int = FREQUENT_POSTINGS
+    ) -> None:
         """Index nodes (normally the retrievable ones).
 
         Args:
             nodes: the nodes.
             lay: plain-language descriptions by node id (:func:`load_lay_descriptions`); their
                 words count like the definition's.
+            frequent: a stem in more nodes than this is *frequent* for :meth:`score_bounded`.
         """
         lay = lay or {}
+        self.frequent = frequent
         self.postings: dict[str, dict[str, float]] = {}
         count = 0
         for n in nodes:
@@ -385,6 +419,13 @@ class LexicalIndex:
             for t, w in weights.items():
                 self.postings.setdefault(t, {})[n.id] = w
         self.idf = {t: math.log(1.0 + count / len(p)) for t, p in self.postings.items()}
+        # the highest field weight of each stem, for the bound of :meth:`score_bounded`
+        self.max_weight = {t: max(p.values()) for t, p in self.postings.items()}
+
+    def _known(self, words: Iterable[str]) -> tuple[list[str], float]:
+        """The query stems any node contains (duplicates once) and the sum of their idf."""
+        known = [t for t in set(words) if t in self.idf]
+        return known, sum(self.idf[t] for t in known)
 
     def score(self, words: Iterable[str]) -> dict[str, float]:
         """Score nodes against query stems.
@@ -395,8 +436,53 @@ class LexicalIndex:
         Returns:
             ``node id → score`` in ``(0, 1]`` for nodes sharing at least one stem.
         """
-        known = [t for t in set(words) if t in self.idf]
-        total = sum(self.idf[t] for t in known)
+        known, total = self._known(words)
+        return self._score_all(known, total)
+
+    def score_bounded(
+        self, words: Iterable[str], extra: Iterable[str] = ()
+    ) -> tuple[dict[str, float], float]:
+        """Score only the nodes that can rank high, with a bound on every other node's score.
+
+        On a large graph a word such as "finding" is in the text of most nodes, and scoring all of
+        them costs more than the rest of the query. The stems in more than :attr:`frequent` nodes
+        are *frequent*; the nodes scored are those that share a rarer stem with the query, plus
+        ``extra`` (nodes scored by other means). Any other node contains only frequent stems, so
+        its score is at most the returned bound. Each returned score is exactly
+        :meth:`score`'s for that node (same terms, summed in the same order).
+
+        Args:
+            words: the query's stems (duplicates count once).
+            extra: nodes to score whatever their stems.
+
+        Returns:
+            ``(scores, bound)``: ``node id → score`` for the scored nodes sharing at least one stem
+            with the query, and an upper bound on the score of every node not in ``scores``
+            (0.0 when every node sharing a stem was scored).
+        """
+        known, total = self._known(words)
+        if total <= 0:
+            return {}, 0.0
+        frequent = [t for t in known if len(self.postings[t]) > self.frequent]
+        if not frequent:
+            return self._score_all(known, total), 0.0
+        nodes = set(extra)
+        for t in known:
+            if len(self.postings[t]) <= self.frequent:
+                nodes.update(self.postings[t])
+        out: dict[str, float] = {}
+        for node in nodes:
+            value: float | None = None
+            for t in known:
+                w = self.postings[t].get(node)
+                if w is not None:
+                    value = (0.0 if value is None else value) + self.idf[t] * w / total
+            if value is not None:
+                out[node] = value
+        bound = sum(self.idf[t] * self.max_weight[t] / total for t in frequent)
+        return out, bound * (1.0 + 1e-9)
+
+    def _score_all(self, known: list[str], total: float) -> dict[str, float]:
         out: dict[str, float] = {}
         if total <= 0:
             return out
@@ -513,15 +599,39 @@ class Retriever:
             final[n] = max(final.get(n, 0.0), 0.8 * sim)
         for n in final:
             final[n] += 0.05 * dense.get(n, 0.0)
-        if self.lexical_weight > 0:
-            for n, lex in self.lexical.score(_unnegated_stems(text, entities)).items():
-                final[n] = final.get(n, 0.0) + self.lexical_weight * lex
-        ranked = sorted(
-            ((n, s) for n, s in final.items() if n not in negated and n in self.graph),
-            key=lambda x: (-x[1], x[0]),
-        )[:k]
+        ranked = self._rank(final, negated, _unnegated_stems(text, entities), k)
         results = [Result(n, self.graph.node(n).name, s, self.facts(n)) for n, s in ranked]
         return Retrieval(entities, results, order_facts(results))
+
+    def _rank(
+        self, base: dict[str, float], negated: set[str], words: list[str], k: int
+    ) -> list[tuple[str, float]]:
+        """Add the lexical score to ``base`` and return the top ``k`` nodes, best first.
+
+        Only the nodes :meth:`LexicalIndex.score_bounded` scores are ranked when the k-th of them
+        beats the bound on all others (a frequent query word on a large graph); otherwise every
+        node sharing a word with the query is scored. Either way the result is the same.
+        """
+
+        def top(final: dict[str, float]) -> list[tuple[str, float]]:
+            kept = ((n, s) for n, s in final.items() if n not in negated and n in self.graph)
+            if k <= 0:
+                return sorted(kept, key=lambda x: (-x[1], x[0]))[:k]
+            return heapq.nsmallest(k, kept, key=lambda x: (-x[1], x[0]))
+
+        if self.lexical_weight <= 0:
+            return top(base)
+        lex, bound = self.lexical.score_bounded(words, base)
+        final = dict(base)
+        for n, v in lex.items():
+            final[n] = final.get(n, 0.0) + self.lexical_weight * v
+        ranked = top(final)
+        if bound <= 0 or (len(ranked) == k and k > 0 and ranked[-1][1] > self.lexical_weight * bound):
+            return ranked
+        final = dict(base)
+        for n, v in self.lexical.score(words).items():
+            final[n] = final.get(n, 0.0) + self.lexical_weight * v
+        return top(final)
 
     def _span_linker(self, text: str, query_vec: list[np.ndarray]) -> SpanLinker:
         """A span linker over the dense index; embeds the query text in the same batch.

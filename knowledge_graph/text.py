@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|\?")
 _SEP_RE = re.compile(r"[-/_]")
@@ -10,6 +11,8 @@ _SEP_RE = re.compile(r"[-/_]")
 
 def _lower(text: str) -> str:
     """Lower-case without changing the length ("İ".lower() is two characters), so offsets hold."""
+    if text.isascii():
+        return text.lower()  # one character each: the same as the loop below, much faster
     return "".join(c if len(low := c.lower()) != 1 else low for c in text)
 
 
@@ -57,6 +60,7 @@ DETERMINERS = frozenset(
 )
 
 
+@lru_cache(maxsize=1 << 18)
 def fold(token: str) -> str:
     """Fold one token for matching: British to American spelling and a light plural stem.
 
@@ -123,6 +127,7 @@ STOPWORDS = frozenset(
 )
 
 
+@lru_cache(maxsize=1 << 18)
 def stem(token: str) -> str:
     """Crude derivational stem, shared by both sides of lexical comparison.
 
