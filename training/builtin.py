@@ -50,6 +50,9 @@ class BuiltinPipelineConfig:
         version: version written into ``parts.json``.
         stage0: overrides of :class:`VisionPretrainConfig` (``out_dir``/``data_dir`` are set here).
         stage1: overrides of :class:`ProjectorAlignConfig`.
+        stage2_warmup: overrides of :class:`InstructLoraConfig` for an optional first LoRA stage
+            (``stage2a``, e.g. existence questions only) whose adapter stage 2 then continues;
+            empty: no warm-up.
         stage2: overrides of :class:`InstructLoraConfig`.
         weights_out: also copy the exported parts there (e.g. ``medvlm/builtin/weights``).
     """
@@ -60,6 +63,7 @@ class BuiltinPipelineConfig:
     version: str = "0.1.0"
     stage0: dict[str, Any] = field(default_factory=dict)
     stage1: dict[str, Any] = field(default_factory=dict)
+    stage2_warmup: dict[str, Any] = field(default_factory=dict)
     stage2: dict[str, Any] = field(default_factory=dict)
     weights_out: str | None = None
 
@@ -130,15 +134,23 @@ def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
         lambda v: ProjectorAlignRecipe(build(ProjectorAlignConfig, v)),
         {**cfg.stage1, **common, "out_dir": str(out / "stage1"), "init_from": str(s0)},
     )
+    before_s2 = s1
+    if cfg.stage2_warmup:
+        before_s2 = _run_stage(
+            "stage2a",
+            out / "stage2a",
+            lambda v: InstructLoraRecipe(build(InstructLoraConfig, v)),
+            {**cfg.stage2_warmup, **common, "out_dir": str(out / "stage2a"), "init_from": str(s1)},
+        )
     s2 = _run_stage(
         "stage2",
         out / "stage2",
         lambda v: InstructLoraRecipe(build(InstructLoraConfig, v)),
-        {**cfg.stage2, **common, "out_dir": str(out / "stage2"), "init_from": str(s1)},
+        {**cfg.stage2, **common, "out_dir": str(out / "stage2"), "init_from": str(before_s2)},
     )
     provenance = {
         "data": {"n": cfg.data.n, "seed": cfg.data.seed, "size": cfg.data.size} if not cfg.data_dir else data,
-        "stages": [str(s0), str(s1), str(s2)],
+        "stages": [str(s0), str(s1), *([str(before_s2)] if cfg.stage2_warmup else []), str(s2)],
     }
     weights = export_builtin(s2, out / "weights", version=cfg.version, provenance=provenance)
     if cfg.weights_out:

@@ -28,8 +28,14 @@ def tiny_builtin(
             "data_dir": str(tiny_data),
             "version": "9.9.9",
             "stage0": {**stage, "vision": TINY_VISION},
-            "stage1": {**stage, "lm_dir": str(tiny_lm)},
-            "stage2": {**stage, "lm_dir": str(tiny_lm), "lora": {"r": 2, "alpha": 4}},
+            "stage1": {**stage, "lm_dir": str(tiny_lm), "semantic_init": True},
+            "stage2_warmup": {
+                **stage,
+                "lm_dir": str(tiny_lm),
+                "templates": ["existence"],
+                "lora": {"r": 2, "alpha": 4},
+            },
+            "stage2": {**stage, "lm_dir": str(tiny_lm), "question_types": ["closed"]},
         },
     )
     weights = run_pipeline(cfg)
@@ -46,8 +52,9 @@ def test_pipeline_exports_small_float16_parts(tiny_builtin: tuple[Path, Path]) -
     assert spec["version"] == "9.9.9" and spec["synthetic_only"] is True
     assert (weights / "adapter" / "adapter_config.json").is_file()
     out = weights.parent
-    for stage in ("stage0", "stage1", "stage2"):
+    for stage in ("stage0", "stage1", "stage2a", "stage2"):
         assert (out / stage / "final" / "config.yaml").is_file()
+    assert len(spec["extra"]["stages"]) == 4
 
 
 def test_pipeline_skips_finished_stages(

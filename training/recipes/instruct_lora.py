@@ -71,11 +71,16 @@ class InstructLoraRecipe(LlavaRecipe):
         self.cfg = cfg
 
     def build(self) -> tuple[torch.nn.Module, int]:
-        """Llava from stage-1 parts, wrapped with a fresh LoRA adapter."""
-        from peft import get_peft_model
+        """Llava from the previous stage's parts, with a fresh LoRA adapter, or with the previous
+        stage's adapter (``init_from/adapter``) trainable again, to continue a curriculum."""
+        from peft import PeftModel, get_peft_model
 
         base = self.build_base()
-        model = get_peft_model(base, self.cfg.lora.peft_config())
+        previous = Path(self.cfg.init_from) / ADAPTER_DIR
+        if (previous / "adapter_config.json").is_file():
+            model = PeftModel.from_pretrained(base, str(previous), is_trainable=True)
+        else:
+            model = get_peft_model(base, self.cfg.lora.peft_config())
         if self.cfg.train_projector:
             for p in base.model.multi_modal_projector.parameters():
                 p.requires_grad_(True)

@@ -32,6 +32,7 @@ class LlavaRunConfig(RunArgs):
             ``$MEDVLM_HOME`` (``medvlm.builtin.prepare_lm``).
         data_files: JSONL files of the train split to learn from (``vqa``, ``captions``).
         question_types: keep only these question types (empty: all).
+        templates: keep only these templates or probe categories, e.g. ``existence`` (empty: all).
         max_answer_tokens: answers are cut to this many tokens.
         turns_per_image: 1 trains on single-turn examples. N > 1 groups the examples of each image
             and data file into multi-turn conversations of up to N turns (seeded random order), so
@@ -44,6 +45,7 @@ class LlavaRunConfig(RunArgs):
     lm_dir: str | None = None
     data_files: tuple[str, ...] = ("vqa",)
     question_types: tuple[str, ...] = ()
+    templates: tuple[str, ...] = ()
     max_answer_tokens: int = 32
     turns_per_image: int = 1
 
@@ -162,7 +164,7 @@ class LlavaRecipe(Recipe):
         return model
 
     def load_examples(self) -> list[QAExample]:
-        """The train split's examples from ``data_files``, filtered by ``question_types``.
+        """The train split's examples from ``data_files``, filtered by ``question_types`` and ``templates``.
 
         With ``turns_per_image > 1`` also fills ``self.conversations`` (see :class:`LlavaRunConfig`).
         """
@@ -172,6 +174,8 @@ class LlavaRecipe(Recipe):
             found = load_qa(Path(self.cfg.data_dir), "train", (name,))
             if self.cfg.question_types:
                 found = [e for e in found if e.question_type in self.cfg.question_types]
+            if self.cfg.templates:
+                found = [e for e in found if e.template in self.cfg.templates]
             examples += found
             if self.cfg.turns_per_image > 1:
                 self.conversations += group_by_image(found, self.cfg.turns_per_image, seed=self.cfg.seed)

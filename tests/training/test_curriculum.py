@@ -1,0 +1,47 @@
+"""Stage-2 curriculum: a template filter, and a LoRA stage that continues the previous adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tests.training.conftest import common
+from training.config import build
+from training.recipes.instruct_lora import InstructLoraConfig, InstructLoraRecipe
+
+
+def test_templates_filter_keeps_only_existence_questions(
+    tmp_path: Path, tiny_data: Path, tiny_lm: Path, stage1_ckpt: Path
+) -> None:
+    values = common(
+        tmp_path,
+        tiny_data,
+        init_from=str(stage1_ckpt),
+        lm_dir=str(tiny_lm),
+        data_files=["vqa", "probes"],
+        templates=["existence"],
+        lora={"r": 2, "alpha": 4},
+        max_steps=0,
+    )
+    recipe = InstructLoraRecipe(build(InstructLoraConfig, values))
+    recipe.run()
+    assert recipe.examples and {e.template for e in recipe.examples} == {"existence"}
+    assert any(e.question.startswith("Is there a") for e in recipe.examples)  # probe pairs included
+
+
+def test_stage2_continues_the_previous_adapter(
+    tmp_path: Path, tiny_data: Path, tiny_lm: Path, stage2_ckpt: Path
+) -> None:
+    values = common(tmp_path, tiny_data, init_from=str(stage2_ckpt), lm_dir=str(tiny_lm), max_steps=0)
+    ckpt = InstructLoraRecipe(build(InstructLoraConfig, values)).run().checkpoint
+    before = load_file(str(stage2_ckpt / "adapter" / "adapter_model.safetensors"))
+    after = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    trained = InstructLoraRecipe(
+        build(InstructLoraConfig, {**values, "max_steps": 2, "out_dir": str(tmp_path / "more")})
+    ).run()
+    moved = load_file(str(trained.checkpoint / "adapter" / "adapter_model.safetensors"))
+    assert any(not torch.equal(before[k], moved[k]) for k in before)  # the continued adapter trains
