@@ -66,7 +66,7 @@ class RunArgs:
         resume_from: a checkpoint folder to continue from.
         num_threads: ``torch.set_num_threads`` (0 leaves the default).
         mixed_precision: ``"bf16"`` runs forward passes under bfloat16 autocast (weights, optimizer
-            state and checkpoints stay float32); about 1.3-1.5x faster per LM step on these AVX-512
+            state and checkpoints stay float32); about 1.3x faster per LM step on these AVX-512
             BF16 CPUs; ``"no"`` is plain float32.
         optim: optimizer settings.
     """
