@@ -31,7 +31,7 @@ import hashlib
 import heapq
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -246,17 +246,19 @@ def hypernyms_from_graph(
     parents: dict[str, list[str]] = {}
     for n in graph.nodes():
         parents[n.id] = [e.target for e in out_edges(n.id) if e.type is EdgeType.IS_A]
-    out: dict[str, frozenset[str]] = {}
-    for n_id in parents:
-        seen: set[str] = set()
-        stack = list(parents[n_id])
-        while stack:
-            p = stack.pop()
-            if p not in seen:
-                seen.add(p)
-                stack.extend(parents.get(p, ()))
-        out[n_id] = frozenset(seen)
-    return out
+    return {n_id: frozenset(_reachable(parents[n_id], parents)) for n_id in parents}
+
+
+def _reachable(start: Iterable[str], up: Mapping[str, Sequence[str]]) -> set[str]:
+    """Every node reachable from ``start`` by following ``up`` (``start`` itself included)."""
+    seen: set[str] = set()
+    stack = list(start)
+    while stack:
+        p = stack.pop()
+        if p not in seen:
+            seen.add(p)
+            stack.extend(up.get(p, ()))
+    return seen
 
 
 def locations_from_graph(
@@ -287,14 +289,8 @@ def _anatomy_parts(graph: KnowledgeGraph) -> dict[str, set[str]]:
         ]
     parts: dict[str, set[str]] = {a: {a} for a in anatomy}
     for a in anatomy:
-        seen: set[str] = set()
-        stack = list(up[a])
-        while stack:
-            p = stack.pop()
-            if p not in seen:
-                seen.add(p)
-                parts[p].add(a)
-                stack.extend(up.get(p, ()))
+        for p in _reachable(up[a], up):
+            parts[p].add(a)
     return parts
 
 
