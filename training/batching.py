@@ -61,16 +61,12 @@ class LlavaBatcher:
         return ids
 
     def encode(self, question: str, answer: str) -> tuple[list[int], list[int]]:
-        """Token ids and labels of one example.
+        """Token ids and labels of one example (a one-turn :meth:`encode_turns`).
 
         Returns:
             ``(input_ids, labels)`` of equal length; labels are IGNORE_INDEX on the prompt.
         """
-        image_token = self.processor.image_token
-        prompt = chat_prompt(self.processor, question).replace(image_token, image_token * self.image_seq_len)
-        prompt_ids = self._ids(prompt)
-        answer_ids = self._ids(answer)[: self.max_answer_tokens] + self._ids(END_OF_TURN)
-        return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+        return self.encode_turns([(question, answer)])
 
     def encode_turns(self, turns: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
         """Token ids and labels of a conversation about one image, rendered as the chat template does.
