@@ -50,9 +50,10 @@ class BuiltinPipelineConfig:
         version: version written into ``parts.json``.
         stage0: overrides of :class:`VisionPretrainConfig` (``out_dir``/``data_dir`` are set here).
         stage1: overrides of :class:`ProjectorAlignConfig`.
-        stage2_warmup: overrides of :class:`InstructLoraConfig` for an optional first LoRA stage
-            (``stage2a``, e.g. existence questions only) whose adapter stage 2 then continues;
-            empty: no warm-up.
+        stage2_curriculum: overrides of :class:`InstructLoraConfig` for LoRA stages run before
+            stage 2, in order, into ``stage2a``, ``stage2b``, ...: the first starts the adapter
+            (its ``lora`` settings count), each later one and then stage 2 continue it (e.g.
+            existence questions alone, then side, then zone and lobe); empty: none.
         stage2: overrides of :class:`InstructLoraConfig`.
         weights_out: also copy the exported parts there (e.g. ``medvlm/builtin/weights``).
     """
@@ -63,9 +64,13 @@ class BuiltinPipelineConfig:
     version: str = "0.1.0"
     stage0: dict[str, Any] = field(default_factory=dict)
     stage1: dict[str, Any] = field(default_factory=dict)
-    stage2_warmup: dict[str, Any] = field(default_factory=dict)
+    stage2_curriculum: tuple[dict[str, Any], ...] = ()
     stage2: dict[str, Any] = field(default_factory=dict)
     weights_out: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.stage2_curriculum) > 26 or not all(isinstance(v, dict) for v in self.stage2_curriculum):
+            raise ValueError("stage2_curriculum must be a list of at most 26 mappings of stage-2 settings")
 
 
 def _latest_step(folder: Path) -> Path | None:
@@ -95,6 +100,17 @@ def _run_stage(
         result.samples_per_second,
     )
     return result.checkpoint
+
+
+def curriculum_stage_name(index: int) -> str:
+    """``stage2a``, ``stage2b``, ... for the LoRA curriculum stages before stage 2.
+
+    Raises:
+        ValueError: more than 26 curriculum stages.
+    """
+    if not 0 <= index < 26:
+        raise ValueError(f"stage2_curriculum: at most 26 stages, got index {index}")
+    return f"stage2{chr(ord('a') + index)}"
 
 
 def generate_data(cfg: BuiltinPipelineConfig) -> Path:
@@ -135,13 +151,16 @@ def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
         {**cfg.stage1, **common, "out_dir": str(out / "stage1"), "init_from": str(s0)},
     )
     before_s2 = s1
-    if cfg.stage2_warmup:
+    curriculum: list[Path] = []
+    for index, values in enumerate(cfg.stage2_curriculum):
+        name = curriculum_stage_name(index)
         before_s2 = _run_stage(
-            "stage2a",
-            out / "stage2a",
+            name,
+            out / name,
             lambda v: InstructLoraRecipe(build(InstructLoraConfig, v)),
-            {**cfg.stage2_warmup, **common, "out_dir": str(out / "stage2a"), "init_from": str(s1)},
+            {**values, **common, "out_dir": str(out / name), "init_from": str(before_s2)},
         )
+        curriculum.append(before_s2)
     s2 = _run_stage(
         "stage2",
         out / "stage2",
@@ -150,7 +169,7 @@ def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
     )
     provenance = {
         "data": {"n": cfg.data.n, "seed": cfg.data.seed, "size": cfg.data.size} if not cfg.data_dir else data,
-        "stages": [str(s0), str(s1), *([str(before_s2)] if cfg.stage2_warmup else []), str(s2)],
+        "stages": [str(s0), str(s1), *(str(c) for c in curriculum), str(s2)],
     }
     weights = export_builtin(s2, out / "weights", version=cfg.version, provenance=provenance)
     if cfg.weights_out:

@@ -3,9 +3,11 @@
     python -m training.diagnose --checkpoint runs/builtin/stage2/final --data runs/builtin/data \
         --split train --n 48
 
-Scores yes/no existence questions of one split by comparing the logits of ``yes`` and ``no`` at the
-answer position, with the real image and with a blank one, and reports the norms of the projected
-image features beside the LM's token-embedding norms. Prints one JSON line.
+Scores closed questions of one template (default: yes/no existence questions) by comparing, at the
+answer position, the logits of the first token of each answer option (``yes``/``no``, ``left``/``right``,
+``upper``/``middle``/``lower``, ...), with the real image and with a blank one, and reports the norms
+of the projected image features beside the LM's token-embedding norms. ``--files probes`` scores the
+ProbMed-style yes/no probe questions (their ``template`` is the probe category). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -13,8 +15,39 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from training.data import QAExample
+
+
+LETTERS = ("A", "B", "C", "D", "E", "F")
+
+
+def answer_choices(example: QAExample) -> tuple[str, ...]:
+    """The answers a closed question allows: its options, their letters (multiple choice) or yes/no."""
+    if not example.options:
+        return ("yes", "no")
+    if example.answer in example.options:
+        return example.options
+    return LETTERS[: len(example.options)]
+
+
+def answer_log_likelihood(model: Any, batch: dict[str, Any], pixel_values: Any) -> Any:
+    """Sum of the log-probabilities of each row's answer tokens (its non-masked labels)."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixel_values
+        ).logits
+    labels = batch["labels"][:, 1:]
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    mask = labels != -100
+    picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(dim=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", type=Path, required=True, help="a medvlm phantoms folder")
     parser.add_argument("--split", choices=("train", "val", "test"), default="train")
-    parser.add_argument("--n", type=int, default=48, help="existence questions to score")
+    parser.add_argument("--n", type=int, default=48, help="questions to score")
+    parser.add_argument("--template", default="existence", help="closed-question template to score")
+    parser.add_argument(
+        "--files", default="vqa", choices=("vqa", "probes"), help="which question file of the split"
+    )
     parser.add_argument(
         "--lm-dir", type=Path, default=None, help="LM folder (default: SmolLM2 under $MEDVLM_HOME)"
     )
@@ -56,24 +93,26 @@ def main(argv: list[str] | None = None) -> int:
         model = PeftModel.from_pretrained(model, str(args.checkpoint / "adapter"))
     model.eval()
     assert recipe.batcher is not None
-    tokenizer = recipe.processor.tokenizer
-    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
-    questions = [e for e in load_qa(args.data, args.split) if e.template == "existence"][: args.n]
+    questions = [
+        e
+        for e in load_qa(args.data, args.split, (args.files,))
+        if e.template == args.template and e.question_type == "closed"
+    ][: args.n]
     right = {"image": 0, "blank": 0}
     norms: list[float] = []
     for start in range(0, len(questions), 16):
         chunk = questions[start : start + 16]
         batch = recipe.batcher(chunk)
-        first = [int((row != -100).nonzero()[0]) for row in batch["labels"]]
+        choices = [answer_choices(example) for example in chunk]
         for kind in ("image", "blank"):
             pixels = batch["pixel_values"] if kind == "image" else torch.zeros_like(batch["pixel_values"])
-            with torch.no_grad():
-                logits = model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixels
-                ).logits
+            scores = torch.full((len(chunk), max(len(c) for c in choices)), float("-inf"))
+            for k in range(scores.shape[1]):
+                rows = [replace(e, answer=c[min(k, len(c) - 1)]) for e, c in zip(chunk, choices, strict=True)]
+                scores[:, k] = answer_log_likelihood(model, recipe.batcher(rows), pixels)
             for i, example in enumerate(chunk):
-                at = logits[i, first[i] - 1]
-                right[kind] += int(("yes" if at[yes] > at[no] else "no") == example.answer)
+                best = int(scores[i, : len(choices[i])].argmax())
+                right[kind] += int(choices[i][best] == example.answer)
         with torch.no_grad():
             base: Any = model.get_base_model() if hasattr(model, "get_base_model") else model
             hidden = base.model.vision_tower(batch["pixel_values"], output_hidden_states=True).hidden_states[
@@ -86,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": str(args.checkpoint),
         "split": args.split,
         "n": len(questions),
-        "existence_accuracy_image": round(right["image"] / max(1, len(questions)), 3),
-        "existence_accuracy_blank": round(right["blank"] / max(1, len(questions)), 3),
+        "template": args.template,
+        "accuracy_image": round(right["image"] / max(1, len(questions)), 3),
+        "accuracy_blank": round(right["blank"] / max(1, len(questions)), 3),
         "image_feature_norm_mean": round(sum(norms) / max(1, len(norms)), 2),
         "token_embedding_norm_mean": round(float(embed.mean()), 2),
     }

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from app.cli import main
@@ -29,12 +30,10 @@ def tiny_builtin(
             "version": "9.9.9",
             "stage0": {**stage, "vision": TINY_VISION},
             "stage1": {**stage, "lm_dir": str(tiny_lm), "semantic_init": True},
-            "stage2_warmup": {
-                **stage,
-                "lm_dir": str(tiny_lm),
-                "templates": ["existence"],
-                "lora": {"r": 2, "alpha": 4},
-            },
+            "stage2_curriculum": [
+                {**stage, "lm_dir": str(tiny_lm), "templates": ["existence"], "lora": {"r": 2, "alpha": 4}},
+                {**stage, "lm_dir": str(tiny_lm), "templates": ["laterality", "zone"]},
+            ],
             "stage2": {**stage, "lm_dir": str(tiny_lm), "question_types": ["closed"]},
         },
     )
@@ -52,9 +51,14 @@ def test_pipeline_exports_small_float16_parts(tiny_builtin: tuple[Path, Path]) -
     assert spec["version"] == "9.9.9" and spec["synthetic_only"] is True
     assert (weights / "adapter" / "adapter_config.json").is_file()
     out = weights.parent
-    for stage in ("stage0", "stage1", "stage2a", "stage2"):
+    for stage in ("stage0", "stage1", "stage2a", "stage2b", "stage2"):
         assert (out / stage / "final" / "config.yaml").is_file()
-    assert len(spec["extra"]["stages"]) == 4
+    assert len(spec["extra"]["stages"]) == 5
+    # each curriculum stage continues the adapter of the one before
+    resolved = yaml.safe_load((out / "stage2b" / "final" / "config.yaml").read_text())
+    assert resolved["init_from"] == str(out / "stage2a" / "final")
+    resolved = yaml.safe_load((out / "stage2" / "final" / "config.yaml").read_text())
+    assert resolved["init_from"] == str(out / "stage2b" / "final")
 
 
 def test_pipeline_skips_finished_stages(
@@ -168,5 +172,5 @@ def test_diagnose_reports_image_use(
     argv = ["--checkpoint", str(stage2), "--data", str(tiny_data), "--lm-dir", str(tiny_lm), "--n", "4"]
     assert diagnose(argv) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["n"] <= 4 and 0.0 <= result["existence_accuracy_image"] <= 1.0
+    assert result["n"] <= 4 and 0.0 <= result["accuracy_image"] <= 1.0
     assert result["token_embedding_norm_mean"] > 0

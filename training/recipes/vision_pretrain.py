@@ -170,7 +170,11 @@ def evaluate_classifier(checkpoint: Path, data_dir: Path, split: str = "val") ->
 
     Returns:
         ``label_accuracy``, ``finding_accuracy`` (finding-id labels only, not attributes),
-        ``exact_match``, ``n`` and per-finding ``sensitivity`` (share of positives detected).
+        ``exact_match``, ``n``, per-finding ``sensitivity`` (share of positives detected) and
+        ``attribute_accuracy``: for each attribute (``"pleural_effusion:laterality"``), over the
+        studies where the finding is present with that attribute, how often the value with the
+        highest logit is the true one (``side``, ``zone``, ``lobe``, ``severity``; chance is one
+        over the number of values).
     """
     import torch
     from safetensors.torch import load_file
@@ -184,12 +188,10 @@ def evaluate_classifier(checkpoint: Path, data_dir: Path, split: str = "val") ->
     targets = label_matrix(items, vocabulary)
     pixels = PixelCache(build_image_processor(spec))
     with torch.no_grad():
-        preds = torch.cat(
-            [
-                (model(pixels.get([it.image for it in items[i : i + 64]])) > 0).float()
-                for i in range(0, len(items), 64)
-            ]
+        logits = torch.cat(
+            [model(pixels.get([it.image for it in items[i : i + 64]])) for i in range(0, len(items), 64)]
         )
+    preds = (logits > 0).float()
     correct = preds == targets
     finding_cols = [i for i, label in enumerate(vocabulary) if ":" not in label]
     sensitivity: dict[str, float] = {}
@@ -198,9 +200,39 @@ def evaluate_classifier(checkpoint: Path, data_dir: Path, split: str = "val") ->
         if bool(positive.any()):
             sensitivity[vocabulary[col]] = round(float(preds[positive, col].mean()), 3)
     return {
+        "attribute_accuracy": attribute_accuracy(logits, targets, vocabulary),
         "label_accuracy": float(correct.float().mean()),
         "finding_accuracy": float(correct[:, finding_cols].float().mean()),
         "exact_match": float(correct.all(dim=1).float().mean()),
         "n": float(len(items)),
         "sensitivity": sensitivity,
     }
+
+
+def attribute_accuracy(
+    logits: torch.Tensor, targets: torch.Tensor, vocabulary: list[str]
+) -> dict[str, float]:
+    """Per ``finding:attribute``, the share of labelled studies whose highest-logit value is right.
+
+    Args:
+        logits: ``(N, L)`` classifier outputs.
+        targets: ``(N, L)`` 0/1 labels.
+        vocabulary: the ``L`` label names.
+
+    Returns:
+        ``{"pleural_effusion:laterality": 0.93, ...}`` for attributes with at least two values.
+    """
+    groups: dict[str, list[int]] = {}
+    for col, label in enumerate(vocabulary):
+        if ":" in label and "=" in label:
+            groups.setdefault(label.rsplit("=", 1)[0], []).append(col)
+    out: dict[str, float] = {}
+    for name, cols in sorted(groups.items()):
+        if len(cols) < 2:
+            continue
+        sub_targets, sub_logits = targets[:, cols], logits[:, cols]
+        labelled = sub_targets.sum(dim=1) == 1
+        if bool(labelled.any()):
+            hit = sub_logits[labelled].argmax(dim=1) == sub_targets[labelled].argmax(dim=1)
+            out[name] = round(float(hit.float().mean()), 3)
+    return out
