@@ -277,3 +277,37 @@ class PixelCache:
             for path, tensor in zip(missing, pixels, strict=True):
                 self._cache[path] = tensor
         return torch.stack([self._cache[p] for p in paths])
+
+
+def balance_templates(examples: Sequence[QAExample], per_template: int, *, seed: int) -> list[QAExample]:
+    """Exactly ``per_template`` examples of each template, in a seeded shuffled order.
+
+    A template with more examples contributes a seeded sample without repetition; one with fewer
+    contributes all of them, repeated (whole passes, then a seeded sample of the rest).
+
+    Args:
+        examples: one data file's examples.
+        per_template: examples per template (>= 1).
+        seed: sampling seed.
+
+    Returns:
+        ``per_template`` times the number of templates examples.
+
+    Raises:
+        ValueError: ``per_template`` < 1.
+    """
+    import random
+
+    if per_template < 1:
+        raise ValueError("per_template must be >= 1")
+    rng = random.Random(seed)
+    groups: dict[str, list[QAExample]] = {}
+    for example in examples:
+        groups.setdefault(example.template, []).append(example)
+    out: list[QAExample] = []
+    for template in sorted(groups):
+        group = groups[template]
+        passes, rest = divmod(per_template, len(group))
+        out += group * passes + rng.sample(group, rest)
+    rng.shuffle(out)
+    return out

@@ -33,15 +33,16 @@ HEAD_WEIGHT = "head.weight"
 HEAD_BIAS = "head.bias"
 
 
-def label_text(label: str) -> str:
+def label_text(label: str, *, attribute_only: bool = False) -> str:
     """The words of a stage-0 label, as a question would say them.
 
     Args:
         label: ``"pleural_effusion"`` or ``"pleural_effusion:laterality=left"``.
+        attribute_only: for an attribute label, the value's words alone (``"left"``).
 
     Returns:
-        ``"pleural effusion"`` or ``"left pleural effusion"``; lobes are spelled out
-        (``"right upper lobe lung nodule"``).
+        ``"pleural effusion"`` or ``"left pleural effusion"`` (``"left"`` with ``attribute_only``);
+        lobes are spelled out (``"right upper lobe lung nodule"``).
     """
     finding, _, attribute = label.partition(":")
     name = NAMES.get(finding, finding.replace("_", " "))
@@ -50,7 +51,8 @@ def label_text(label: str) -> str:
     key, _, value = attribute.partition("=")
     if key == "lobe":
         value = LOBES.get(value, value.replace("_", " "))
-    return f"{value.replace('_', ' ')} {name}"
+    words = value.replace("_", " ")
+    return words if attribute_only else f"{words} {name}"
 
 
 def read_stage0_head(checkpoint: Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:

@@ -153,3 +153,23 @@ def test_preferences_reject_identical_answers(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match="same"):
         load_preferences(tmp_path / "p.jsonl")
+
+
+def test_balance_templates_gives_each_template_the_same_count() -> None:
+    from collections import Counter
+
+    from training.data import QAExample, balance_templates
+
+    examples = [QAExample(None, f"e{i}", "yes", "closed", "existence") for i in range(40)]
+    examples += [QAExample(None, f"l{i}", "left", "closed", "laterality") for i in range(3)]
+    out = balance_templates(examples, 10, seed=0)
+    assert Counter(e.template for e in out) == {"existence": 10, "laterality": 10}
+    # the big template is sampled without repetition, the small one repeated whole
+    assert len({e.question for e in out if e.template == "existence"}) == 10
+    assert Counter(e.question for e in out if e.template == "laterality") in (
+        Counter({"l0": 4, "l1": 3, "l2": 3}),
+        Counter({"l0": 3, "l1": 4, "l2": 3}),
+        Counter({"l0": 3, "l1": 3, "l2": 4}),
+    )
+    assert balance_templates(examples, 10, seed=0) == out
+    assert balance_templates(examples, 10, seed=1) != out

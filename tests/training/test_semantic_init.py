@@ -22,6 +22,12 @@ def test_label_text_spells_out_attributes() -> None:
     assert label_text("unknown_thing") == "unknown thing"
 
 
+def test_label_text_attribute_only_keeps_the_value_words() -> None:
+    assert label_text("pneumothorax:laterality=left", attribute_only=True) == "left"
+    assert label_text("lung_nodule:lobe=right_upper", attribute_only=True) == "right upper lobe"
+    assert label_text("pleural_effusion", attribute_only=True) == "pleural effusion"
+
+
 def _projector(hidden: int, width: int) -> SimpleNamespace:
     return SimpleNamespace(
         linear_1=torch.nn.Linear(hidden, width), act=torch.nn.GELU(), linear_2=torch.nn.Linear(width, width)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from medvlm.builtin import IMAGE_TOKEN, PartsSpec, build_llava, build_processor, extract_parts, load_parts
 from training.batching import LlavaBatcher
-from training.data import PixelCache, QAExample, load_qa
+from training.data import PixelCache, QAExample, balance_templates, load_qa
 from training.loop import Recipe, RunArgs
 
 if TYPE_CHECKING:
@@ -39,6 +39,10 @@ class LlavaRunConfig(RunArgs):
             one pass over the image tokens supervises up to N answers, and the answers to
             different questions about the same image are learned side by side; ``batch_size`` then
             counts conversations.
+        per_template: 0 keeps every example. N > 0 gives each template of each data file exactly N
+            examples (a seeded sample, or the examples repeated when there are fewer), so a mixed
+            stage sees side, zone or size questions as often as the four times more numerous
+            existence questions (:func:`training.data.balance_templates`).
     """
 
     init_from: str = ""
@@ -48,9 +52,12 @@ class LlavaRunConfig(RunArgs):
     templates: tuple[str, ...] = ()
     max_answer_tokens: int = 32
     turns_per_image: int = 1
+    per_template: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.per_template < 0:
+            raise ValueError("per_template must be >= 0")
         if not self.init_from:
             raise ValueError("init_from (the previous stage's checkpoint) is required")
         if self.turns_per_image < 1:
@@ -176,6 +183,8 @@ class LlavaRecipe(Recipe):
                 found = [e for e in found if e.question_type in self.cfg.question_types]
             if self.cfg.templates:
                 found = [e for e in found if e.template in self.cfg.templates]
+            if self.cfg.per_template:
+                found = balance_templates(found, self.cfg.per_template, seed=self.cfg.seed)
             examples += found
             if self.cfg.turns_per_image > 1:
                 self.conversations += group_by_image(found, self.cfg.turns_per_image, seed=self.cfg.seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from training.recipes.llava_common import LlavaRecipe, LlavaRunConfig
 
@@ -29,10 +29,20 @@ class ProjectorAlignConfig(LlavaRunConfig):
         semantic_init: when ``init_from`` is a stage-0 checkpoint, start the projector from its
             per-patch label head and the LM's embeddings of the label words
             (:mod:`training.semantic_init`) instead of a random projector.
+        semantic_words: what an attribute label's unit writes: ``"phrase"``, the words of the
+            whole label (``"left pleural effusion"``), or ``"attribute"``, the attribute's value
+            alone (``"left"``), so that a patch's token adds up to the finding's name plus each of
+            its attributes at full weight instead of an average that dilutes the side four-fold.
     """
 
     train_vision: bool = False
     semantic_init: bool = False
+    semantic_words: Literal["phrase", "attribute"] = "phrase"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.semantic_words not in ("phrase", "attribute"):
+            raise ValueError(f"semantic_words: {self.semantic_words!r} is not phrase|attribute")
 
 
 class ProjectorAlignRecipe(LlavaRecipe):
@@ -66,7 +76,9 @@ class ProjectorAlignRecipe(LlavaRecipe):
 
         labels, weight, bias = read_stage0_head(Path(self.cfg.init_from))
         targets = label_embeddings(
-            [label_text(x) for x in labels], self.processor.tokenizer, model.get_input_embeddings().weight
+            [label_text(x, attribute_only=self.cfg.semantic_words == "attribute") for x in labels],
+            self.processor.tokenizer,
+            model.get_input_embeddings().weight,
         )
         images = [item.image for item in load_labelled_images(Path(self.cfg.data_dir), "train")[:64]]
         pixels = PixelCache(self.processor.image_processor).get(images)
