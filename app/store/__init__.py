@@ -1,0 +1,73 @@
+"""The local database: actors, interactions, corrections, reviews and a tamper-evident audit log.
+
+SQLAlchemy 2.0 ORM on SQLite (embedded default) or PostgreSQL (deployment). Build the engine and
+the :class:`Store` in the entry point and pass them down::
+
+    engine = make_engine(url)
+    key = AuditKey.derive(data_prep.pseudonym.resolve_key())
+    init_db(engine, key)                  # once (``medvlm db init``)
+    store = Store.open(engine, key)
+    store.record_interaction(actor=..., data=InteractionCreate.from_answer(answer, ...))
+
+Modules: ``models`` (tables), ``engine`` (URL → engine, SQLite pragmas), ``schema`` (create and
+version check), ``audit`` (append and verify the hash chain), ``scrub`` (free-text identifiers),
+``ids`` (pseudonym formats), ``records`` (plain records in and out), ``repository`` (the
+:class:`Store`), ``errors``. See docs/DATABASE.md.
+"""
+
+from __future__ import annotations
+
+from app.store.audit import AuditKey, VerifyResult, verify
+from app.store.engine import check_connection, make_engine, safe_url
+from app.store.errors import (
+    AuditChainError,
+    AuditKeyError,
+    DatabaseUnavailableError,
+    NotFoundError,
+    PHIError,
+    RoleError,
+    SchemaVersionError,
+    StateError,
+    StoreError,
+    ValidationError,
+)
+from app.store.ids import actor_pseudonym
+from app.store.records import (
+    ActorRecord,
+    CorrectionRecord,
+    InteractionCreate,
+    InteractionRecord,
+    ReviewRecord,
+    StoreStats,
+)
+from app.store.repository import Store
+from app.store.schema import check_schema, init_db
+
+__all__ = [
+    "ActorRecord",
+    "AuditChainError",
+    "AuditKey",
+    "AuditKeyError",
+    "CorrectionRecord",
+    "DatabaseUnavailableError",
+    "InteractionCreate",
+    "InteractionRecord",
+    "NotFoundError",
+    "PHIError",
+    "ReviewRecord",
+    "RoleError",
+    "SchemaVersionError",
+    "StateError",
+    "Store",
+    "StoreError",
+    "StoreStats",
+    "ValidationError",
+    "VerifyResult",
+    "actor_pseudonym",
+    "check_connection",
+    "check_schema",
+    "init_db",
+    "make_engine",
+    "safe_url",
+    "verify",
+]
