@@ -28,6 +28,7 @@ REGISTRARS: tuple[str, ...] = (
     "knowledge_graph.cli",
     "app.commands.model",
     "app.commands.builtin",
+    "app.commands.db",
     "training.cli",
 )
 OFFLINE_ENV: tuple[tuple[str, str], ...] = (

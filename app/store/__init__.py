@@ -32,6 +32,7 @@ from app.store.errors import (
     ValidationError,
 )
 from app.store.ids import actor_pseudonym
+from app.store.models import SCHEMA_VERSION
 from app.store.records import (
     ActorRecord,
     CorrectionRecord,
@@ -44,6 +45,7 @@ from app.store.repository import Store
 from app.store.schema import check_schema, init_db
 
 __all__ = [
+    "SCHEMA_VERSION",
     "ActorRecord",
     "AuditChainError",
     "AuditKey",

@@ -16,6 +16,7 @@ The engine is built in the entry point and passed down; nothing here is global.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -124,8 +125,13 @@ def check_connection(engine: Engine) -> None:
         engine: the engine to test.
 
     Raises:
-        DatabaseUnavailableError: when no connection can be made.
+        DatabaseUnavailableError: when no connection can be made, or a SQLite file does not exist
+            (connecting would create an empty one).
     """
+    database = engine.url.database
+    is_file_db = engine.url.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
+    if is_file_db and not Path(str(database)).expanduser().is_file():
+        raise DatabaseUnavailableError(f"there is no database file at {database}; run `medvlm db init`")
     try:
         with engine.connect():
             pass

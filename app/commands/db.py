@@ -1,0 +1,168 @@
+"""Subcommands ``db init``, ``db verify`` and ``db stats``: the local database and its audit log.
+
+The database URL is ``--url``, else ``$MEDVLM_DATABASE_URL``, else ``sqlite:///$MEDVLM_HOME/medvlm.db``
+(``$MEDVLM_HOME`` defaults to ``~/.cache/medvlm``). The audit key is derived from the site's
+pseudonymisation key (``data_prep.pseudonym.resolve_key``: ``$MEDVLM_PSEUDONYM_KEY`` or the
+per-install key file) and is never printed. SQLAlchemy and the store are imported inside the handlers.
+
+Exit codes: 0 success (verify: the chain is intact), 1 a failed check or an unreachable / wrong
+database (verify: one sentence naming the first bad seq), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.store import AuditKey
+
+DATABASE_URL_ENV = "MEDVLM_DATABASE_URL"
+DEFAULT_DB_NAME = "medvlm.db"
+
+
+def register(sub: Any) -> None:
+    """Add the ``db`` subcommands to the top-level subparsers.
+
+    Args:
+        sub: the top-level ``argparse`` subparsers object.
+    """
+    parser = sub.add_parser(
+        "db",
+        help="create, verify or count the local database and its tamper-evident audit log",
+        description="The local database (SQLite by default, PostgreSQL in deployment) and its audit log.",
+    )
+    actions = parser.add_subparsers(dest="db_command", metavar="ACTION")
+    parser.set_defaults(func=lambda _args: _usage(parser))
+    for name, handler, text in (
+        ("init", _init, "create the tables and the audit log (idempotent)"),
+        ("verify", _verify, "check the audit chain; exit 1 naming the first bad seq"),
+        ("stats", _stats, "count actors, interactions, corrections, reviews and audit events"),
+    ):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument(
+            "--url",
+            default=None,
+            help=f"database URL (default ${DATABASE_URL_ENV}, else sqlite:///$MEDVLM_HOME/{DEFAULT_DB_NAME})",
+        )
+        action.add_argument("--json", action="store_true", help="print one JSON object")
+        action.set_defaults(func=handler)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def database_url(explicit: str | None) -> str:
+    """The database URL: ``--url``, else ``$MEDVLM_DATABASE_URL``, else SQLite under ``$MEDVLM_HOME``."""
+    if explicit:
+        return explicit
+    env = os.environ.get(DATABASE_URL_ENV)
+    if env:
+        return env
+    from medvlm.builtin import default_home
+
+    return f"sqlite:///{default_home() / DEFAULT_DB_NAME}"
+
+
+def _audit_key(*, create: bool) -> AuditKey:
+    from app.store import AuditKey
+    from data_prep.pseudonym import resolve_key
+
+    return AuditKey.derive(resolve_key(create=create))
+
+
+def _fail(command: str, error: BaseException) -> int:
+    sys.stderr.write(f"medvlm db {command}: {error}\n")
+    return 1
+
+
+def _init(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
+    from app.store import SCHEMA_VERSION, StoreError, init_db, make_engine, safe_url
+    from data_prep.errors import PseudonymKeyError
+
+    url = database_url(args.url)
+    try:
+        key = _audit_key(create=True)
+        engine = make_engine(url)
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            created = init_db(engine, key)
+        finally:
+            engine.dispose()
+    except (StoreError, PseudonymKeyError, OSError) as e:
+        return _fail("init", e)
+    _emit({"url": safe_url(url), "created": created, "schema_version": SCHEMA_VERSION}, as_json=args.json)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from app.store import Store, StoreError, make_engine, safe_url
+    from data_prep.errors import PseudonymKeyError
+
+    url = database_url(args.url)
+    try:
+        key = _audit_key(create=False)
+        engine = make_engine(url)
+        try:
+            result = Store.open(engine, key).verify()
+        finally:
+            engine.dispose()
+    except (StoreError, PseudonymKeyError) as e:
+        return _fail("verify", e)
+    fields = {
+        "url": safe_url(url),
+        "ok": result.ok,
+        "events": result.events,
+        "first_bad_seq": result.first_bad_seq,
+        "reason": result.reason,
+        "head_seq": result.head_seq,
+        "head_hash": result.head_hash,
+    }
+    if args.json:
+        _emit(fields, as_json=True)
+    elif result.ok:
+        _emit({k: fields[k] for k in ("url", "events", "head_seq", "head_hash")}, as_json=False)
+    if not result.ok:
+        sys.stderr.write(
+            f"medvlm db verify: the audit log fails at seq {result.first_bad_seq}: {result.reason}\n"
+        )
+        return 1
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from app.store import Store, StoreError, make_engine, safe_url
+    from data_prep.errors import PseudonymKeyError
+
+    url = database_url(args.url)
+    try:
+        key = _audit_key(create=False)
+        engine = make_engine(url)
+        try:
+            stats = Store.open(engine, key).stats()
+        finally:
+            engine.dispose()
+    except (StoreError, PseudonymKeyError) as e:
+        return _fail("stats", e)
+    _emit({"url": safe_url(url), **asdict(stats)}, as_json=args.json)
+    return 0
+
+
+def _emit(fields: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(fields, sort_keys=True) + "\n")
+        return
+    for key, value in fields.items():
+        sys.stdout.write(f"{key}: {value}\n")
