@@ -335,7 +335,7 @@ class Store:
                 .limit(limit)
             )
             pairs = []
-            for correction, interaction in session.execute(query).tuples():
+            for correction, interaction in session.execute(query):
                 pairs.append(
                     (
                         _interaction_record(interaction, self._pseudonym(session, interaction.actor_id)),
@@ -354,14 +354,10 @@ class Store:
     def stats(self) -> StoreStats:
         """Row counts by role and status (no content)."""
         with self._transaction() as session:
-            actors = dict(
-                session.execute(select(Actor.role, func.count()).group_by(Actor.role)).tuples().all()
-            )
-            corrections = dict(
-                session.execute(select(Correction.status, func.count()).group_by(Correction.status))
-                .tuples()
-                .all()
-            )
+            by_role = select(Actor.role, func.count()).group_by(Actor.role)
+            by_status = select(Correction.status, func.count()).group_by(Correction.status)
+            actors: dict[str, int] = {role: n for role, n in session.execute(by_role)}
+            corrections: dict[str, int] = {status: n for status, n in session.execute(by_status)}
 
             def count(model: type[Interaction] | type[Review] | type[AuditEvent]) -> int:
                 return int(session.execute(select(func.count()).select_from(model)).scalar_one())
@@ -397,7 +393,8 @@ class Store:
         if actor is None:
             raise NotFoundError(f"actor {pseudonym} is not registered")
         if actor.role not in allowed:
-            raise RoleError(f"a {actor.role} cannot {doing}")
+            article = "an" if actor.role[0] in "aeiou" else "a"
+            raise RoleError(f"{article} {actor.role} cannot {doing}")
         return actor
 
     @staticmethod
