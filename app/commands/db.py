@@ -40,7 +40,11 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=lambda _args: _usage(parser))
     for name, handler, text in (
         ("init", _init, "create the tables and the audit log (idempotent)"),
-        ("verify", _verify, "check the audit chain; exit 1 naming the first bad seq"),
+        (
+            "verify",
+            _verify,
+            "check the audit chain and the rows against it; exit 1 naming the first bad seq or row",
+        ),
         ("stats", _stats, "count actors, interactions, corrections, reviews and audit events"),
     ):
         action = actions.add_parser(name, help=text, description=text)
@@ -114,28 +118,36 @@ def _verify(args: argparse.Namespace) -> int:
         key = _audit_key(create=False)
         engine = make_engine(url)
         try:
-            result = Store.open(engine, key).verify()
+            store = Store.open(engine, key)
+            chain = store.verify()
+            records = store.check_records() if chain.ok else None
         finally:
             engine.dispose()
     except (StoreError, PseudonymKeyError) as e:
         return _fail("verify", e)
     fields = {
         "url": safe_url(url),
-        "ok": result.ok,
-        "events": result.events,
-        "first_bad_seq": result.first_bad_seq,
-        "reason": result.reason,
-        "head_seq": result.head_seq,
-        "head_hash": result.head_hash,
+        "ok": chain.ok and records is not None and records.ok,
+        "events": chain.events,
+        "first_bad_seq": chain.first_bad_seq,
+        "reason": chain.reason,
+        "head_seq": chain.head_seq,
+        "head_hash": chain.head_hash,
+        "records_checked": records.checked if records else None,
+        "first_bad_record": records.first_bad if records else None,
+        "records_reason": records.reason if records else None,
     }
     if args.json:
         _emit(fields, as_json=True)
-    elif result.ok:
-        _emit({k: fields[k] for k in ("url", "events", "head_seq", "head_hash")}, as_json=False)
-    if not result.ok:
-        sys.stderr.write(
-            f"medvlm db verify: the audit log fails at seq {result.first_bad_seq}: {result.reason}\n"
-        )
+    elif fields["ok"]:
+        shown = ("url", "events", "records_checked", "head_seq", "head_hash")
+        _emit({k: fields[k] for k in shown}, as_json=False)
+    if not chain.ok:
+        where = f"seq {chain.first_bad_seq}"
+        sys.stderr.write(f"medvlm db verify: the audit log fails at {where}: {chain.reason}\n")
+        return 1
+    if records is not None and not records.ok:
+        sys.stderr.write(f"medvlm db verify: the stored rows do not match the audit log: {records.reason}\n")
         return 1
     return 0
 

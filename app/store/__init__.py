@@ -10,9 +10,9 @@ the :class:`Store` in the entry point and pass them down::
     store.record_interaction(actor=..., data=InteractionCreate.from_answer(answer, ...))
 
 Modules: ``models`` (tables), ``engine`` (URL → engine, SQLite pragmas), ``schema`` (create and
-version check), ``audit`` (append and verify the hash chain), ``scrub`` (free-text identifiers),
-``ids`` (pseudonym formats), ``records`` (plain records in and out), ``repository`` (the
-:class:`Store`), ``errors``. See docs/DATABASE.md.
+version check), ``audit`` (append and verify the hash chain), ``integrity`` (rows against their
+audit events), ``scrub`` (free-text identifiers), ``ids`` (pseudonym formats), ``records`` (plain
+records in and out), ``repository`` (the :class:`Store`), ``errors``. See docs/DATABASE.md.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 from app.store.audit import AuditKey, VerifyResult, verify
 from app.store.engine import check_connection, make_engine, safe_url
 from app.store.errors import (
-    AuditChainError,
     AuditKeyError,
     DatabaseUnavailableError,
     NotFoundError,
@@ -32,6 +31,7 @@ from app.store.errors import (
     ValidationError,
 )
 from app.store.ids import actor_pseudonym
+from app.store.integrity import RecordCheck, check_records
 from app.store.models import SCHEMA_VERSION
 from app.store.records import (
     ActorRecord,
@@ -47,7 +47,6 @@ from app.store.schema import check_schema, init_db
 __all__ = [
     "SCHEMA_VERSION",
     "ActorRecord",
-    "AuditChainError",
     "AuditKey",
     "AuditKeyError",
     "CorrectionRecord",
@@ -56,6 +55,7 @@ __all__ = [
     "InteractionRecord",
     "NotFoundError",
     "PHIError",
+    "RecordCheck",
     "ReviewRecord",
     "RoleError",
     "SchemaVersionError",
@@ -67,6 +67,7 @@ __all__ = [
     "VerifyResult",
     "actor_pseudonym",
     "check_connection",
+    "check_records",
     "check_schema",
     "init_db",
     "make_engine",

@@ -42,7 +42,3 @@ class ValidationError(StoreError):
 
 class PHIError(ValidationError):
     """Free text holds something that looks like a patient identifier and the policy is to reject."""
-
-
-class AuditChainError(StoreError):
-    """The audit log does not verify; the message names the first bad sequence number."""

@@ -26,6 +26,7 @@ from app.store.audit import AuditKey, PayloadValue, VerifyResult, append_event, 
 from app.store.engine import check_connection, unavailable
 from app.store.errors import NotFoundError, RoleError, SchemaVersionError, StateError, ValidationError
 from app.store.ids import SYSTEM_ACTOR, check_actor_pseudonym
+from app.store.integrity import RecordCheck, check_records
 from app.store.models import (
     DECISIONS,
     ROLES,
@@ -350,6 +351,11 @@ class Store:
         """Verify the audit chain (``app.store.audit.verify``)."""
         with self._transaction() as session:
             return verify(session, self.key)
+
+    def check_records(self) -> RecordCheck:
+        """Compare interactions and corrections with their audit events (``app.store.integrity``)."""
+        with self._transaction() as session:
+            return check_records(session, self.key)
 
     def stats(self) -> StoreStats:
         """Row counts by role and status (no content)."""
