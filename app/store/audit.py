@@ -187,23 +187,24 @@ def payload_text(payload: Mapping[str, PayloadValue]) -> str:
     return canonical({k: list(v) if isinstance(v, list | tuple) else v for k, v in payload.items()})
 
 
-def lock_head(session: Session, key: AuditKey) -> AuditHead:
-    """Lock and return the audit head row, checking the key against the stored check value.
+def lock_head(session: Session, key: AuditKey, *, lock: bool = True) -> AuditHead:
+    """Return the audit head row, locked for an append, after checking the key against it.
 
     Args:
         session: a session inside the write transaction.
         key: the audit key.
+        lock: take the row lock (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+            holds the file); False only checks the key.
 
     Returns:
-        The head row, locked until the transaction ends (PostgreSQL; SQLite holds the file lock).
+        The head row, locked until the transaction ends when ``lock``.
 
     Raises:
         SchemaVersionError: when the database was never initialised.
         AuditKeyError: when ``key`` is not the key the database was created with.
     """
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update().execution_options(populate_existing=True)
-    ).scalar_one_or_none()
+    query = select(AuditHead).where(AuditHead.id == 1).execution_options(populate_existing=True)
+    head = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
     if head is None:
         raise SchemaVersionError("the database has no audit head; run `medvlm db init` first")
     if not hmac.compare_digest(head.key_check, key.check_value()):

@@ -86,7 +86,7 @@ class Store:
         store = cls(engine, key, policy=policy)
         with store._transaction() as session:
             check_schema(session)
-            lock_head(session, key)
+            lock_head(session, key, lock=False)
         return store
 
     @contextmanager

@@ -76,7 +76,7 @@ def init_db(engine: Engine, key: AuditKey) -> bool:
         with Session(engine) as session, session.begin():
             if read_schema_version(session) is not None:
                 check_schema(session)
-                lock_head(session, key)  # same key, or AuditKeyError
+                lock_head(session, key, lock=False)  # same key, or AuditKeyError
                 return False
         Base.metadata.create_all(engine)
         with Session(engine) as session, session.begin():
