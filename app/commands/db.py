@@ -1,4 +1,8 @@
-"""Subcommands ``db init``, ``db verify`` and ``db stats``: the local database and its audit log.
+"""Subcommands ``db init``, ``db verify``, ``db stats`` and ``db export-preferences``: the local database.
+
+``db export-preferences`` writes the approved corrections not exported before as DPO preference
+pairs (the JSONL ``training.data.load_preferences`` reads), resolving each interaction's image id to
+``<images>/<sha256>.png`` (``--images``, default ``$MEDVLM_HOME/cases``), and audits the export.
 
 The database URL is ``--url``, else ``$MEDVLM_DATABASE_URL``, else ``sqlite:///$MEDVLM_HOME/medvlm.db``
 (``$MEDVLM_HOME`` defaults to ``~/.cache/medvlm``). The audit key is derived from the site's
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
 
 DATABASE_URL_ENV = "MEDVLM_DATABASE_URL"
 DEFAULT_DB_NAME = "medvlm.db"
+CASES_DIR_NAME = "cases"
 
 
 def register(sub: Any) -> None:
@@ -55,6 +60,32 @@ def register(sub: Any) -> None:
         )
         action.add_argument("--json", action="store_true", help="print one JSON object")
         action.set_defaults(func=handler)
+    text = "write approved corrections not exported before as DPO preference pairs (JSONL) and audit it"
+    export = actions.add_parser("export-preferences", help=text, description=text)
+    export.add_argument("--out", type=Path, required=True, help="the JSONL file to write")
+    export.add_argument(
+        "--url",
+        default=None,
+        help=f"database URL (default ${DATABASE_URL_ENV}, else sqlite:///$MEDVLM_HOME/{DEFAULT_DB_NAME})",
+    )
+    export.add_argument(
+        "--since",
+        type=int,
+        default=None,
+        metavar="SEQ",
+        help="only corrections approved after this audit seq (see `medvlm db verify --json` head_seq)",
+    )
+    export.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help=f"folder of the case images <sha256>.png (default $MEDVLM_HOME/{CASES_DIR_NAME})",
+    )
+    export.add_argument(
+        "--all", action="store_true", dest="include_exported", help="also corrections exported before"
+    )
+    export.add_argument("--json", action="store_true", help="print one JSON object")
+    export.set_defaults(func=_export_preferences)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -169,6 +200,48 @@ def _stats(args: argparse.Namespace) -> int:
     except (StoreError, PseudonymKeyError) as e:
         return _fail("stats", e)
     _emit({"url": safe_url(url), **asdict(stats)}, as_json=args.json)
+    return 0
+
+
+def cases_dir(explicit: Path | None) -> Path:
+    """The case-image folder: ``--images``, else ``$MEDVLM_HOME/cases``."""
+    if explicit is not None:
+        return explicit
+    from medvlm.builtin import default_home
+
+    return default_home() / CASES_DIR_NAME
+
+
+def _export_preferences(args: argparse.Namespace) -> int:
+    from app.store import Store, StoreError, make_engine, safe_url
+    from data_prep.errors import PseudonymKeyError
+
+    url = database_url(args.url)
+    try:
+        key = _audit_key(create=False)
+        engine = make_engine(url)
+        try:
+            result = Store.open(engine, key).export_preferences(
+                args.out,
+                images=cases_dir(args.images),
+                since=args.since,
+                include_exported=args.include_exported,
+            )
+        finally:
+            engine.dispose()
+    except (StoreError, PseudonymKeyError) as e:
+        return _fail("export-preferences", e)
+    fields = {
+        "url": safe_url(url),
+        "out": str(result.out),
+        "count": result.count,
+        "sha256": result.sha256,
+        "audit_seq": result.seq,
+        "already_exported": result.already_exported,
+        "skipped_unchanged": len(result.skipped_unchanged),
+        "skipped_no_image": len(result.skipped_no_image),
+    }
+    _emit(fields, as_json=args.json)
     return 0
 
 

@@ -11,8 +11,9 @@ the :class:`Store` in the entry point and pass them down::
 
 Modules: ``models`` (tables), ``engine`` (URL → engine, SQLite pragmas), ``schema`` (create and
 version check), ``audit`` (append and verify the hash chain), ``integrity`` (rows against their
-audit events), ``scrub`` (free-text identifiers), ``ids`` (pseudonym formats), ``records`` (plain
-records in and out), ``repository`` (the :class:`Store`), ``errors``. See docs/DATABASE.md.
+audit events), ``scrub`` (free-text identifiers), ``ids`` (pseudonym formats), ``export`` (approved
+corrections as preference pairs for DPO), ``records`` (plain records in and out), ``repository``
+(the :class:`Store`), ``errors``. See docs/DATABASE.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from app.store.engine import check_connection, make_engine, safe_url
 from app.store.errors import (
     AuditKeyError,
     DatabaseUnavailableError,
+    ExportError,
     NotFoundError,
     PHIError,
     RoleError,
@@ -30,6 +32,7 @@ from app.store.errors import (
     StoreError,
     ValidationError,
 )
+from app.store.export import ExportResult, case_image_path, image_content_id
 from app.store.ids import actor_pseudonym
 from app.store.integrity import RecordCheck, check_records
 from app.store.models import SCHEMA_VERSION
@@ -51,6 +54,8 @@ __all__ = [
     "AuditKeyError",
     "CorrectionRecord",
     "DatabaseUnavailableError",
+    "ExportError",
+    "ExportResult",
     "InteractionCreate",
     "InteractionRecord",
     "NotFoundError",
@@ -66,9 +71,11 @@ __all__ = [
     "ValidationError",
     "VerifyResult",
     "actor_pseudonym",
+    "case_image_path",
     "check_connection",
     "check_records",
     "check_schema",
+    "image_content_id",
     "init_db",
     "make_engine",
     "safe_url",

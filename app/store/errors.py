@@ -42,3 +42,7 @@ class ValidationError(StoreError):
 
 class PHIError(ValidationError):
     """Free text holds something that looks like a patient identifier and the policy is to reject."""
+
+
+class ExportError(StoreError):
+    """An export file cannot be written, or a case image does not match its content id."""

@@ -70,6 +70,7 @@ def _interaction_mismatch(row: Interaction, event: dict[str, Any], actor: str, k
         "evidence": list(row.evidence),
         "question_hmac": key.text_digest(row.question),
         "answer_hmac": key.text_digest(row.answer),
+        "image_sha256": row.image_sha256,
     }
     return any(event.get(name) != value for name, value in expected.items())
 

@@ -28,8 +28,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION: Final = 1
-"""Bumped whenever a table changes; a database made by another version is refused."""
+SCHEMA_VERSION: Final = 2
+"""Bumped whenever a table changes; a database made by another version is refused.
+
+2: ``interactions.image_sha256`` (the content id of the case image), ``export`` audit events.
+"""
 
 Role = Literal["clinician", "reviewer", "admin"]
 ROLES: Final[tuple[str, ...]] = ("clinician", "reviewer", "admin")
@@ -100,6 +103,9 @@ class Interaction(Base):
     evidence: Mapped[list[str]] = mapped_column(JSON, default=list)
     latency_ms: Mapped[float] = mapped_column(Float)
     redactions: Mapped[int] = mapped_column(Integer, default=0)
+    image_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    """SHA-256 (64 lowercase hex) of the de-identified image bytes the app saved as
+    ``$MEDVLM_HOME/cases/<sha256>.png``: a content id, not a path; None when no image was kept."""
 
     __table_args__ = (CheckConstraint("latency_ms >= 0", name="ck_interactions_latency"),)
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 VERSION: Final = re.compile(r"[A-Za-z0-9_.:@/+-]{1,128}")
 EVIDENCE_ID: Final = re.compile(r"[A-Za-z0-9_.:@/#+=-]{1,128}")
+IMAGE_SHA256: Final = re.compile(r"[0-9a-f]{64}")
 MAX_EVIDENCE: Final = 64
 
 
@@ -44,10 +45,13 @@ class InteractionCreate:
         refused: ``Answer.refused``.
         evidence: ids of the knowledge facts the answer cites.
         latency_ms: wall time of the request.
+        image_sha256: content id of the de-identified case image (``app.store.export.image_content_id``
+            of the bytes saved as ``cases/<sha256>.png``), None when no image was kept.
 
     Raises:
         ValidationError: on construction, for a study id that is not a pseudonym, a malformed
-            version or evidence id, a confidence outside [0, 1] or a negative latency.
+            version or evidence id, a confidence outside [0, 1], a negative latency or an image id
+            that is not 64 lowercase hex digits.
     """
 
     study_pseudonym: str
@@ -61,6 +65,7 @@ class InteractionCreate:
     refused: bool = False
     evidence: tuple[str, ...] = field(default_factory=tuple)
     latency_ms: float = 0.0
+    image_sha256: str | None = None
 
     def __post_init__(self) -> None:
         check_study_pseudonym(self.study_pseudonym)
@@ -78,15 +83,20 @@ class InteractionCreate:
             raise ValidationError("the confidence must be in [0, 1]")
         if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
             raise ValidationError("the latency must be a non-negative number of milliseconds")
+        if self.image_sha256 is not None and not IMAGE_SHA256.fullmatch(self.image_sha256):
+            raise ValidationError("the image id is not a SHA-256 (64 lowercase hex digits)")
 
     @classmethod
-    def from_answer(cls, answer: Answer, *, study_pseudonym: str, question: str) -> InteractionCreate:
+    def from_answer(
+        cls, answer: Answer, *, study_pseudonym: str, question: str, image_sha256: str | None = None
+    ) -> InteractionCreate:
         """Build the record of a ``medvlm.Answer``.
 
         Args:
             answer: what ``medvlm`` returned.
             study_pseudonym: the study's pseudonym.
             question: the question asked.
+            image_sha256: content id of the de-identified case image saved for retraining, if any.
 
         Returns:
             The record to store.
@@ -106,6 +116,7 @@ class InteractionCreate:
             refused=answer.refused,
             evidence=tuple(answer.cited_facts),
             latency_ms=answer.latency_ms,
+            image_sha256=image_sha256,
         )
 
 
@@ -138,6 +149,7 @@ class InteractionRecord:
     evidence: tuple[str, ...]
     latency_ms: float
     redactions: int
+    image_sha256: str | None = None
 
 
 @dataclass(frozen=True)

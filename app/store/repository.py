@@ -13,9 +13,11 @@ retraining loop reads (:meth:`Store.approved_corrections`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Final
 
 from sqlalchemy import Engine, func, select
@@ -25,6 +27,16 @@ from sqlalchemy.orm import Session
 from app.store.audit import AuditKey, PayloadValue, VerifyResult, append_event, lock_head, verify
 from app.store.engine import check_connection, unavailable
 from app.store.errors import NotFoundError, RoleError, SchemaVersionError, StateError, ValidationError
+from app.store.export import (
+    EXPORT_ACTION,
+    EXPORT_KIND,
+    ExportResult,
+    approval_seqs,
+    exported_correction_ids,
+    preference_line,
+    resolve_image,
+    write_atomic,
+)
 from app.store.ids import SYSTEM_ACTOR, check_actor_pseudonym
 from app.store.integrity import RecordCheck, check_records
 from app.store.models import (
@@ -184,6 +196,7 @@ class Store:
                 evidence=list(data.evidence),
                 latency_ms=float(data.latency_ms),
                 redactions=question.redactions + answer.redactions,
+                image_sha256=data.image_sha256,
             )
             session.add(row)
             session.flush()
@@ -207,6 +220,7 @@ class Store:
                 answer_hmac=self.key.text_digest(row.answer),
                 answer_chars=len(row.answer),
                 redactions=row.redactions,
+                image_sha256=row.image_sha256,
             )
             if row.redactions:
                 logger.info("interaction %d: %d identifier(s) redacted", row.id, row.redactions)
@@ -345,6 +359,108 @@ class Store:
                 )
             return pairs
 
+    def export_preferences(
+        self, out: Path, *, images: Path, since: int | None = None, include_exported: bool = False
+    ) -> ExportResult:
+        """Write approved corrections as DPO preference pairs (JSONL) and audit the export.
+
+        One transaction: the approved corrections are read with the audit head locked (so two
+        exports cannot take the same corrections), each interaction's image id is resolved under
+        ``images`` and checked, the file is written atomically (temporary file, then rename) and an
+        ``export`` event with the count, the file's SHA-256 and the correction ids (never text) is
+        appended. Any error leaves no file and no event (a file already renamed is removed again
+        when the commit fails).
+
+        Args:
+            out: the JSONL to write (replaced when it exists).
+            images: the case folder holding ``<image_sha256>.png``.
+            since: only corrections approved by an audit event after this seq (None: any).
+            include_exported: also corrections that earlier exports wrote (``--all``).
+
+        Returns:
+            What was written. Corrections whose answer is unchanged or whose interaction has no
+            image id are left out and counted (``load_preferences`` refuses chosen == rejected, and a
+            pair needs an image).
+
+        Raises:
+            ValidationError: for a negative ``since``.
+            NotFoundError: when an interaction's image file is missing (naming the interaction).
+            ExportError: when an image does not match its id or ``out`` cannot be written.
+        """
+        if since is not None and since < 0:
+            raise ValidationError("since must be an audit seq (0 or more)")
+        written: list[Path] = []
+        try:
+            with self._transaction() as session:
+                lock_head(session, self.key)
+                previous, exports = exported_correction_ids(session)
+                approved_at = approval_seqs(session)
+                query = (
+                    select(Correction, Interaction)
+                    .join(Interaction, Correction.interaction_id == Interaction.id)
+                    .where(Correction.status == "approved")
+                    .order_by(Correction.id)
+                )
+                lines: list[str] = []
+                ids: list[int] = []
+                already = 0
+                unchanged: list[int] = []
+                no_image: list[int] = []
+                for correction, interaction in session.execute(query):
+                    if not include_exported and correction.id in previous:
+                        already += 1
+                        continue
+                    if since is not None and approved_at.get(correction.id, 0) <= since:
+                        continue
+                    if interaction.image_sha256 is None:
+                        no_image.append(correction.id)
+                        continue
+                    if correction.corrected_answer.strip() == interaction.answer.strip():
+                        unchanged.append(correction.id)
+                        continue
+                    image = resolve_image(images, interaction.id, interaction.image_sha256)
+                    chosen, rejected = correction.corrected_answer, interaction.answer
+                    lines.append(preference_line(image, interaction.question, chosen, rejected))
+                    ids.append(correction.id)
+                data = "".join(lines).encode("utf-8")
+                digest = hashlib.sha256(data).hexdigest()
+                event = append_event(
+                    session,
+                    self.key,
+                    actor=SYSTEM_ACTOR,
+                    action=EXPORT_ACTION,
+                    object_kind=EXPORT_KIND,
+                    object_id=exports + 1,
+                    payload={
+                        "count": len(ids),
+                        "sha256": digest,
+                        "correction_ids": [str(i) for i in ids],
+                        "since": since,
+                        "all": include_exported,
+                        "already_exported": already,
+                        "skipped_unchanged": len(unchanged),
+                        "skipped_no_image": len(no_image),
+                    },
+                )
+                write_atomic(out, data)
+                written.append(out)
+                result = ExportResult(
+                    out=out,
+                    count=len(ids),
+                    sha256=digest,
+                    correction_ids=tuple(ids),
+                    seq=event.seq,
+                    already_exported=already,
+                    skipped_unchanged=tuple(unchanged),
+                    skipped_no_image=tuple(no_image),
+                )
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        logger.info("export %d: %d preference pair(s), audit seq %d", exports + 1, result.count, result.seq)
+        return result
+
     # -- whole-database checks ------------------------------------------------------------------
 
     def verify(self) -> VerifyResult:
@@ -436,6 +552,7 @@ def _interaction_record(row: Interaction, actor: str) -> InteractionRecord:
         evidence=tuple(row.evidence),
         latency_ms=row.latency_ms,
         redactions=row.redactions,
+        image_sha256=row.image_sha256,
     )
 
 
