@@ -1,7 +1,8 @@
 """Subcommands ``train`` and ``eval`` (owned by ``training``).
 
 ``medvlm train RECIPE [--config YAML] [key=value ...]`` runs one recipe (stage0, stage1, stage2, dpo)
-or the whole built-in rebuild (``builtin``); ``medvlm eval {vqa,probe,reportcheck} --model M --data D``
+or the whole built-in rebuild (``builtin``); ``medvlm train promote`` is the promotion gate of a new
+adapter (``training.promote``); ``medvlm eval {vqa,probe,reportcheck} --model M --data D``
 scores a model. Heavy imports happen inside the handlers.
 """
 
@@ -67,6 +68,7 @@ def register(sub: Any) -> None:
             "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. max_steps=10"
         )
         p.set_defaults(func=_train, recipe=name)
+    _register_promote(recipes)
 
     ev = sub.add_parser(
         "eval", help="evaluate a model (vqa, probe, reportcheck)", description="Evaluation harness."
@@ -103,6 +105,93 @@ def register(sub: Any) -> None:
     vision.add_argument("--split", choices=("val", "test"), default="test")
     vision.add_argument("--json", action="store_true", help="print one JSON object")
     vision.set_defaults(func=_eval_vision)
+
+
+def _register_promote(recipes: Any) -> None:
+    text = "promote a candidate adapter only if no held-out metric falls by more than the tolerance"
+    p = recipes.add_parser(
+        "promote",
+        help=text,
+        description=f"{text}; exit 0 promoted (or rolled back), 1 refused or failed. See docs/RETRAINING.md.",
+    )
+    p.add_argument("--baseline", type=Path, help="the current adapter folder, or a checkpoint with adapter/")
+    p.add_argument("--candidate", type=Path, help="the new adapter folder, or a checkpoint with adapter/")
+    p.add_argument(
+        "--data", type=Path, help="held-out data: a phantoms folder (its test split) or a dataset file"
+    )
+    p.add_argument(
+        "--model", default="builtin", help="base model both adapters apply to: 'builtin' or a folder"
+    )
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions and N probe pairs")
+    p.add_argument("--tolerance", type=float, default=0.01, help="largest allowed fall of any metric")
+    p.add_argument("--registry", type=Path, default=None, help="adapter registry JSON, updated on promotion")
+    p.add_argument("--rollback", action="store_true", help="make the registry's previous adapter current")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+    p.add_argument("--batch-size", type=int, default=16, help="questions per generate call")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_promote)
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from training.promote import PromoteError, harness_evaluator, rollback, run_gate
+
+    def fail(message: str) -> int:
+        sys.stderr.write(f"medvlm train promote: {message}\n")
+        return 1
+
+    try:
+        if args.rollback:
+            if args.registry is None:
+                return fail("--rollback needs --registry FILE")
+            entry = rollback(args.registry)
+            fields = {"rolled_back": True, "adapter": entry["adapter"], "version": entry["version"]}
+            sys.stdout.write(
+                json.dumps(fields, sort_keys=True) + "\n"
+                if args.json
+                else f"rolled back: {entry['version']} ({entry['adapter']}) is current again\n"
+            )
+            return 0
+        missing = [f"--{n}" for n in ("baseline", "candidate", "data") if getattr(args, n) is None]
+        if missing:
+            return fail(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+        if not args.data.exists():
+            return fail(f"{args.data} does not exist")
+        if args.limit is not None and args.limit < 1:
+            return fail("--limit must be at least 1")
+        evaluate = harness_evaluator(
+            args.model, args.data, limit=args.limit, num_threads=args.threads, batch_size=args.batch_size
+        )
+        result = run_gate(
+            args.baseline, args.candidate, evaluate, tolerance=args.tolerance, registry=args.registry
+        )
+    except PromoteError as e:
+        return fail(str(e))
+    decision = result.decision
+    if args.json:
+        fields = {
+            **decision.to_json(),
+            "baseline": result.baseline_version,
+            "candidate": result.candidate_version,
+            "registry": str(args.registry) if args.registry and result.registry_entry else None,
+        }
+        sys.stdout.write(json.dumps(fields, sort_keys=True) + "\n")
+    else:
+        rows = [
+            f"| metric | baseline {result.baseline_version} | candidate {result.candidate_version} | delta |"
+        ]
+        rows.append("|---|---|---|---|")
+        for d in decision.deltas:
+            cells = [_cell(d.baseline), _cell(d.candidate), _cell(d.delta, signed=True)]
+            rows.append(f"| {d.name} | {' | '.join(cells)}{' (regressed)' if d.regressed else ''} |")
+        sys.stdout.write("\n".join(rows) + "\n")
+    (sys.stdout if decision.promoted else sys.stderr).write(f"medvlm train promote: {decision.reason}\n")
+    return 0 if decision.promoted else 1
+
+
+def _cell(value: float, *, signed: bool = False) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
