@@ -252,3 +252,71 @@ def test_bad_paths_give_one_sentence(
 def test_resolve_adapter_accepts_both_layouts(stage2_ckpt: Path) -> None:
     assert resolve_adapter(stage2_ckpt) == (stage2_ckpt / "adapter").resolve()
     assert resolve_adapter(stage2_ckpt / "adapter") == (stage2_ckpt / "adapter").resolve()
+
+
+def test_loop_export_dpo_promote(
+    gate_model: tuple[Path, Path], tiny_data: Path, tiny_lm: Path, tmp_path: Path
+) -> None:
+    """Approved corrections exported by the store train a DPO candidate that the gate then judges."""
+    from app.store import (
+        AuditKey,
+        InteractionCreate,
+        Store,
+        actor_pseudonym,
+        case_image_path,
+        image_content_id,
+        init_db,
+        make_engine,
+    )
+    from data_prep.pseudonym import PseudonymKey, study_pseudonym
+    from training.data import load_qa
+    from training.promote import harness_evaluator
+    from training.recipes.dpo import DPOConfig, DPORecipe
+
+    model, ckpt = gate_model
+    site = PseudonymKey(b"loop-test-site-key-0123456789", "test")
+    engine = make_engine(f"sqlite:///{tmp_path / 'medvlm.db'}")
+    key = AuditKey.derive(site)
+    init_db(engine, key)
+    store = Store.open(engine, key)
+    clinician, reviewer = actor_pseudonym(site, "c"), actor_pseudonym(site, "r")
+    store.register_actor(pseudonym=clinician, role="clinician")
+    store.register_actor(pseudonym=reviewer, role="reviewer")
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    closed = [e for e in load_qa(tiny_data, "train") if e.answer in ("yes", "no") and e.image][:4]
+    for i, example in enumerate(closed):
+        assert example.image is not None
+        png = example.image.read_bytes()
+        sha = image_content_id(png)
+        case_image_path(cases, sha).write_bytes(png)
+        wrong = "no" if example.answer == "yes" else "yes"
+        interaction = store.record_interaction(
+            actor=clinician,
+            data=InteractionCreate(
+                study_pseudonym=study_pseudonym(site, f"1.2.3.{i}"),
+                question=example.question,
+                answer=wrong,
+                model_version="tiny@1",
+                image_sha256=sha,
+            ),
+        )
+        correction = store.propose_correction(
+            interaction_id=interaction.id, author=clinician, corrected_answer=example.answer
+        )
+        store.review_correction(correction_id=correction.id, reviewer=reviewer, decision="approved")
+    prefs = tmp_path / "prefs.jsonl"
+    assert store.export_preferences(prefs, images=cases).count == len(closed)
+    engine.dispose()
+
+    values = common(
+        tmp_path / "dpo",
+        cases,  # images are absolute paths in the export; data_dir is only their root
+        init_from=str(ckpt),
+        lm_dir=str(tiny_lm),
+        preferences=str(prefs),
+    )
+    dpo = DPORecipe(build(DPOConfig, values)).run().checkpoint
+    result = run_gate(ckpt, dpo, harness_evaluator(str(model), tiny_data), tolerance=1.0)
+    assert result.decision.promoted and result.candidate_version.startswith("adapter@")
+    assert result.candidate_version != result.baseline_version  # DPO changed the weights
