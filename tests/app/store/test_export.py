@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from app.store import (
+    AuditKey,
     ExportError,
     InteractionCreate,
     NotFoundError,
@@ -211,12 +212,12 @@ def test_image_id_is_validated_stored_and_audited(
     assert not result.ok and result.first_bad == f"interaction {record.id}"
 
 
-def test_a_schema_1_database_is_refused(engine: Engine, key: object) -> None:
+def test_a_schema_1_database_is_refused(engine: Engine, key: AuditKey) -> None:
     assert SCHEMA_VERSION == 2
     with engine.begin() as conn:
         conn.execute(text("UPDATE medvlm_schema SET version = 1"))
     with pytest.raises(SchemaVersionError, match=r"older medvlm \(schema 1, this one reads 2\); migrate it"):
-        Store.open(engine, key)  # type: ignore[arg-type]
+        Store.open(engine, key)
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -286,3 +287,36 @@ def test_cli_export_preferences(
     assert code == 1 and err.startswith(f"medvlm db export-preferences: the image of interaction {other} ")
     assert err.count("\n") == 1 and SITE_KEY not in err
     assert main(["db", "verify", "--url", db_url]) == 0
+
+
+def test_concurrent_exports_take_disjoint_corrections(
+    db_url: str, key: AuditKey, filled: Filled, tmp_path: Path
+) -> None:
+    """Two exports at once (own engines): the head lock serialises them, so no correction is written twice."""
+    import threading
+
+    barrier = threading.Barrier(2)
+    results: list[tuple[int, ...]] = []
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        own = make_engine(db_url)
+        try:
+            store = Store(own, key)
+            barrier.wait(timeout=30)
+            results.append(
+                store.export_preferences(tmp_path / f"t{n}.jsonl", images=filled.cases).correction_ids
+            )
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert sorted(results) == [(), (1, 2)]
+    assert filled.store.verify().ok
