@@ -8,7 +8,8 @@ is one sentence naming objects by id, never quoting free text.
 
 Roles: a ``clinician`` asks and corrects; a ``reviewer`` asks, corrects, and approves or rejects
 other people's corrections; an ``admin`` registers actors. Approved corrections are what the
-retraining loop reads (:meth:`Store.approved_corrections`).
+retraining loop reads (:meth:`Store.approved_corrections`; :meth:`Store.export_preferences` writes
+those not exported before as DPO preference pairs and audits the export).
 """
 
 from __future__ import annotations
