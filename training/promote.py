@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+
+from data_prep.atomic import write_atomic
 
 ADAPTER_DIR: Final = "adapter"
 REGISTRY_FORMAT: Final = 1
@@ -278,23 +278,11 @@ def write_registry(path: Path, registry: Mapping[str, Any]) -> None:
     Raises:
         PromoteError: when the folder cannot be written.
     """
-    path = path.expanduser()
-    tmp: str | None = None
+    text = json.dumps(registry, indent=2, sort_keys=True) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(registry, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        write_atomic(path, text.encode("utf-8"))
     except OSError as e:
         raise PromoteError(f"the registry {path} cannot be written ({type(e).__name__})") from e
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _stamp(moment: datetime | None) -> str:

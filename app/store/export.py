@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -27,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.store.errors import ExportError, NotFoundError
 from app.store.models import AuditEvent
+from data_prep import atomic
 
 EXPORT_ACTION: Final = "export"
 """The audit action of an export (payload: count, sha256, correction ids; never text)."""
@@ -153,22 +152,10 @@ def write_atomic(out: Path, data: bytes) -> None:
     Raises:
         ExportError: when the folder cannot be written.
     """
-    out = out.expanduser()
-    tmp: str | None = None
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-        tmp = None
+        atomic.write_atomic(out, data)
     except OSError as e:
         raise ExportError(f"cannot write {out} ({type(e).__name__}); nothing was exported") from e
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
