@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.store.audit import AuditKey
+from app.store.audit import AuditKey, PayloadValue
 from app.store.models import Actor, AuditEvent, Correction, Interaction
 
 
@@ -58,20 +58,32 @@ def _events(session: Session) -> tuple[dict[tuple[str, str], dict[str, Any]], di
     return created, decisions, actors
 
 
-def _interaction_mismatch(row: Interaction, event: dict[str, Any], actor: str, key: AuditKey) -> bool:
-    expected = {
-        "_actor": actor,
+def interaction_payload(row: Interaction, key: AuditKey) -> dict[str, PayloadValue]:
+    """The audit payload of an interaction: its non-PHI fields and keyed digests of its texts.
+
+    The one definition used both when the interaction is written and when records are checked.
+    """
+    return {
         "study": row.study_pseudonym,
         "model_version": row.model_version,
         "adapter_version": row.adapter_version,
         "grounded": row.grounded,
+        "confidence": row.confidence,
         "abstained": row.abstained,
         "refused": row.refused,
         "evidence": list(row.evidence),
+        "latency_ms": row.latency_ms,
         "question_hmac": key.text_digest(row.question),
+        "question_chars": len(row.question),
         "answer_hmac": key.text_digest(row.answer),
+        "answer_chars": len(row.answer),
+        "redactions": row.redactions,
         "image_sha256": row.image_sha256,
     }
+
+
+def _interaction_mismatch(row: Interaction, event: dict[str, Any], actor: str, key: AuditKey) -> bool:
+    expected = {"_actor": actor, **interaction_payload(row, key)}
     return any(event.get(name) != value for name, value in expected.items())
 
 

@@ -39,7 +39,7 @@ from app.store.export import (
     write_atomic,
 )
 from app.store.ids import SYSTEM_ACTOR, check_actor_pseudonym
-from app.store.integrity import RecordCheck, check_records
+from app.store.integrity import RecordCheck, check_records, interaction_payload
 from app.store.models import (
     DECISIONS,
     ROLES,
@@ -207,21 +207,7 @@ class Store:
                 "interaction.create",
                 "interaction",
                 row.id,
-                study=row.study_pseudonym,
-                model_version=row.model_version,
-                adapter_version=row.adapter_version,
-                grounded=row.grounded,
-                confidence=row.confidence,
-                abstained=row.abstained,
-                refused=row.refused,
-                evidence=list(row.evidence),
-                latency_ms=row.latency_ms,
-                question_hmac=self.key.text_digest(row.question),
-                question_chars=len(row.question),
-                answer_hmac=self.key.text_digest(row.answer),
-                answer_chars=len(row.answer),
-                redactions=row.redactions,
-                image_sha256=row.image_sha256,
+                **interaction_payload(row, self.key),
             )
             if row.redactions:
                 logger.info("interaction %d: %d identifier(s) redacted", row.id, row.redactions)
