@@ -68,3 +68,50 @@ def dpo_loss(
         chosen_rewards=beta * (policy_chosen - reference_chosen).detach(),
         rejected_rewards=beta * (policy_rejected - reference_rejected).detach(),
     )
+
+
+def answer_loss(
+    logits: torch.Tensor, labels: torch.Tensor, *, per_example: bool, ignore_index: int = -100
+) -> torch.Tensor:
+    """Next-token cross-entropy on the labelled (answer) positions.
+
+    ``per_example=False`` averages over every answer token of the batch, as Hugging Face models do,
+    so an example with a ten-token answer weighs ten times a one-token "yes". ``per_example=True``
+    first averages the tokens of each example, then the examples, so every question counts once
+    whatever the length of its answer (examples without a labelled token are left out).
+
+    Args:
+        logits: ``(B, T, V)`` scores; position ``t`` predicts token ``t + 1``.
+        labels: ``(B, T)`` token ids, ``ignore_index`` where there is no target.
+        per_example: weigh examples equally instead of tokens.
+        ignore_index: label value of the positions without a target.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: shapes disagree, or no position has a target.
+    """
+    import torch.nn.functional as F
+
+    if logits.dim() != 3 or logits.shape[:2] != labels.shape:
+        shapes = f"logits {tuple(logits.shape)}, labels {tuple(labels.shape)}"
+        raise ValueError(f"answer_loss: {shapes} do not match")
+    shifted_logits = logits[:, :-1, :].float()
+    targets = labels[:, 1:]
+    mask = targets != ignore_index
+    if not bool(mask.any()):
+        raise ValueError("answer_loss: no labelled position in the batch")
+    tokens = (
+        F.cross_entropy(
+            shifted_logits.reshape(-1, shifted_logits.shape[-1]),
+            targets.masked_fill(~mask, 0).reshape(-1),
+            reduction="none",
+        ).view(targets.shape)
+        * mask
+    )
+    if not per_example:
+        return tokens.sum() / mask.sum()
+    counts = mask.sum(dim=1)
+    has = counts > 0
+    return (tokens.sum(dim=1)[has] / counts[has]).mean()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -45,3 +46,23 @@ def test_stage2_continues_the_previous_adapter(
     ).run()
     moved = load_file(str(trained.checkpoint / "adapter" / "adapter_model.safetensors"))
     assert any(not torch.equal(before[k], moved[k]) for k in before)  # the continued adapter trains
+
+
+def test_per_example_loss_stage_trains_and_bad_value_is_refused(
+    tmp_path: Path, tiny_data: Path, tiny_lm: Path, stage1_ckpt: Path
+) -> None:
+    values = common(
+        tmp_path,
+        tiny_data,
+        init_from=str(stage1_ckpt),
+        lm_dir=str(tiny_lm),
+        data_files=["vqa"],
+        loss_per="example",
+        lora={"r": 2, "alpha": 4},
+        max_steps=2,
+    )
+    result = InstructLoraRecipe(build(InstructLoraConfig, values)).run()
+    adapter = load_file(str(result.checkpoint / "adapter" / "adapter_model.safetensors"))
+    assert any(k.endswith("lora_B.weight") and bool(v.abs().sum() > 0) for k, v in adapter.items())
+    with pytest.raises(ValueError, match="loss_per"):
+        build(InstructLoraConfig, {**values, "loss_per": "word"})

@@ -1,4 +1,4 @@
-"""DPO loss as a pure function: known values, sign, smoothing, argument checks."""
+"""Losses as pure functions: DPO (known values, sign, smoothing, argument checks) and the answer loss."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from training.losses import dpo_loss
+from training.losses import answer_loss, dpo_loss
 
 
 def _t(*values: float) -> torch.Tensor:
@@ -60,3 +60,43 @@ def test_bad_arguments(kwargs: dict[str, float]) -> None:
 def test_shape_mismatch() -> None:
     with pytest.raises(ValueError, match="shape"):
         dpo_loss(_t(0.0, 1.0), _t(0.0), _t(0.0), _t(0.0))
+
+
+def _answers() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.full((2, 6), -100)
+    labels[0, 4] = 3  # one answer token ("yes")
+    labels[1, 1:5] = torch.tensor([1, 2, 5, 7])  # four answer tokens
+    return logits, labels
+
+
+def test_answer_loss_per_token_equals_the_hugging_face_loss() -> None:
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    logits, labels = _answers()
+    expected = ForCausalLMLoss(logits, labels, vocab_size=11)
+    assert torch.allclose(answer_loss(logits, labels, per_example=False), expected, atol=1e-6)
+
+
+def test_answer_loss_per_example_weighs_each_question_once() -> None:
+    import torch.nn.functional as F
+
+    logits, labels = _answers()
+    short = F.cross_entropy(logits[0, 3:4], labels[0, 4:5])
+    long = F.cross_entropy(logits[1, 0:4], labels[1, 1:5])
+    per_example = answer_loss(logits, labels, per_example=True)
+    assert torch.allclose(per_example, (short + long) / 2, atol=1e-6)
+    assert not torch.allclose(per_example, answer_loss(logits, labels, per_example=False))
+
+
+def test_answer_loss_skips_examples_without_answer_and_rejects_empty_batches() -> None:
+    logits, labels = _answers()
+    labels[1] = -100
+    assert torch.allclose(
+        answer_loss(logits, labels, per_example=True), answer_loss(logits, labels, per_example=False)
+    )
+    with pytest.raises(ValueError, match="no labelled position"):
+        answer_loss(logits, torch.full((2, 6), -100), per_example=True)
+    with pytest.raises(ValueError, match="do not match"):
+        answer_loss(logits, labels[:, :5], per_example=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from medvlm.builtin import IMAGE_TOKEN, PartsSpec, build_llava, build_processor, extract_parts, load_parts
 from training.batching import LlavaBatcher
 from training.data import PixelCache, QAExample, balance_templates, load_qa
 from training.loop import Recipe, RunArgs
+from training.losses import answer_loss
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +44,10 @@ class LlavaRunConfig(RunArgs):
             examples (a seeded sample, or the examples repeated when there are fewer), so a mixed
             stage sees side, zone or size questions as often as the four times more numerous
             existence questions (:func:`training.data.balance_templates`).
+        loss_per: ``token`` averages the loss over every answer token of a batch (the Hugging Face
+            default: a ten-token open answer weighs ten one-token yes/no answers); ``example``
+            averages within each example first, so every question counts once
+            (:func:`training.losses.answer_loss`).
     """
 
     init_from: str = ""
@@ -53,9 +58,12 @@ class LlavaRunConfig(RunArgs):
     max_answer_tokens: int = 32
     turns_per_image: int = 1
     per_template: int = 0
+    loss_per: Literal["token", "example"] = "token"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.loss_per not in ("token", "example"):
+            raise ValueError(f"loss_per: {self.loss_per!r} is not token|example")
         if self.per_template < 0:
             raise ValueError("per_template must be >= 0")
         if not self.init_from:
@@ -197,14 +205,17 @@ class LlavaRecipe(Recipe):
         return len(self.conversations) if self.cfg.turns_per_image > 1 else len(self.examples)
 
     def loss(self, model: torch.nn.Module, indices: list[int]) -> torch.Tensor:
-        """Mean next-token cross-entropy on the answers."""
+        """Next-token cross-entropy on the answers, averaged as ``loss_per`` says."""
         assert self.batcher is not None
         if self.cfg.turns_per_image > 1:
             batch = self.batcher.conversations([self.conversations[i] for i in indices])
         else:
             batch = self.batcher([self.examples[i] for i in indices])
-        loss: torch.Tensor = model(**batch).loss
-        return loss
+        if self.cfg.loss_per == "token":
+            loss: torch.Tensor = model(**batch).loss
+            return loss
+        labels = batch.pop("labels")
+        return answer_loss(model(**batch).logits, labels, per_example=True)
 
     def export_parts(self, llava: Any, folder: Path) -> None:
         """Write ``parts.safetensors`` (float32) and ``parts.json`` of the current model."""
