@@ -81,7 +81,12 @@ def register(sub: Any) -> None:
         ("reportcheck", "report error checking: SIMPLE accuracy and COMPLEX macro-F1"),
     ):
         p = tasks.add_parser(name, help=text, description=text)
-        p.add_argument("--model", required=True, help="'builtin' or a model folder")
+        p.add_argument(
+            "--model",
+            required=True,
+            help="'builtin', a folder of built-in parts (exported weights or a stage-1/2 checkpoint) or a "
+            "model folder",
+        )
         p.add_argument("--adapter", default=None, help="LoRA adapter folder")
         p.add_argument(
             "--data",

@@ -108,14 +108,38 @@ class Answerer:
         return out
 
 
+def resolve_model(
+    model: str, adapter: str | None = None, *, home: Path | None = None
+) -> tuple[Path, str | None]:
+    """The model folder and adapter that ``model`` names.
+
+    Args:
+        model: ``builtin`` (the committed parts); a folder of built-in parts (``parts.json``: an
+            exported ``weights/`` folder or a stage-1/2 checkpoint), assembled like the built-in
+            model, with its own ``adapter/`` unless ``adapter`` is given; or a complete model folder.
+        adapter: LoRA adapter folder overriding the one that comes with the parts.
+        home: the cache root for assembled models (``$MEDVLM_HOME`` when None).
+
+    Returns:
+        ``(model_dir, adapter)``.
+    """
+    from medvlm.builtin import prepare
+
+    folder = Path(model)
+    if model == "builtin" or (folder / "parts.json").is_file():
+        built = prepare(home, weights_dir=None if model == "builtin" else folder)
+        return built.model_dir, adapter or (str(built.adapter_dir) if built.adapter_dir else None)
+    return folder, adapter
+
+
 def load_answerer(
     model: str, adapter: str | None = None, *, num_threads: int = 1, batch_size: int = 16
 ) -> Answerer:
-    """Load ``builtin`` (via ``medvlm.builtin.prepare``) or a model folder through ``medvlm.load``.
+    """Load the model that ``model`` names (see :func:`resolve_model`) through ``medvlm.load``.
 
     Args:
-        model: ``builtin`` or a local checkpoint folder.
-        adapter: LoRA adapter folder (for ``builtin``, the shipped adapter is used unless given).
+        model: ``builtin``, a folder of built-in parts (e.g. a training checkpoint) or a model folder.
+        adapter: LoRA adapter folder (by default the one that comes with the built-in parts).
         num_threads: CPU threads.
         batch_size: questions per generate call.
 
@@ -124,13 +148,7 @@ def load_answerer(
     """
     import medvlm
 
-    model_dir: Path = Path(model)
-    if model == "builtin":
-        from medvlm.builtin import prepare
-
-        built = prepare()
-        model_dir = built.model_dir
-        adapter = adapter or (str(built.adapter_dir) if built.adapter_dir else None)
+    model_dir, adapter = resolve_model(model, adapter)
     loaded = medvlm.load(model_dir, adapter=adapter, num_threads=num_threads)
     version = loaded.model_version + (f"+{loaded.adapter_version}" if loaded.adapter_version else "")
     loaded.model.eval()
