@@ -29,6 +29,7 @@ REGISTRARS: tuple[str, ...] = (
     "app.commands.model",
     "app.commands.builtin",
     "app.commands.db",
+    "app.commands.web",
     "training.cli",
 )
 OFFLINE_ENV: tuple[tuple[str, str], ...] = (

@@ -328,11 +328,29 @@ class Store:
         Returns:
             ``(interaction, correction)`` pairs.
         """
+        return self._corrections("approved", limit)
+
+    def pending_corrections(
+        self, *, limit: int | None = None
+    ) -> list[tuple[InteractionRecord, CorrectionRecord]]:
+        """Corrections waiting for a review, with their interactions, oldest first (the review queue).
+
+        Args:
+            limit: at most this many (all when None).
+
+        Returns:
+            ``(interaction, correction)`` pairs.
+        """
+        return self._corrections("pending", limit)
+
+    def _corrections(
+        self, status: str, limit: int | None
+    ) -> list[tuple[InteractionRecord, CorrectionRecord]]:
         with self._transaction() as session:
             query = (
                 select(Correction, Interaction)
                 .join(Interaction, Correction.interaction_id == Interaction.id)
-                .where(Correction.status == "approved")
+                .where(Correction.status == status)
                 .order_by(Correction.id)
                 .limit(limit)
             )
