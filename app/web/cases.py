@@ -115,6 +115,30 @@ def _private_copy(upload: Path, folder: Path) -> Path:
     return target
 
 
+def _archive_reason(error: Exception) -> str:
+    """What went wrong with a zip, from the error's type alone (its message may quote member names)."""
+    from data_prep import errors
+
+    reasons: tuple[tuple[type[Exception], str], ...] = (
+        (
+            errors.UnsafeArchiveError,
+            "the zip is unreadable or unsafe (not a zip, a zip bomb, a path outside the zip, a link)",
+        ),
+        (errors.LimitExceededError, "the zip or a file in it is over a size limit (a possible zip bomb)"),
+        (errors.EmptyInputError, "the zip holds no readable image"),
+        (errors.CorruptFileError, "a file in the zip is truncated or corrupt"),
+        (errors.NotDicomError, "the zip holds no DICOM file or supported image"),
+        (errors.UnsupportedFormatError, "a file in the zip has an unsupported format or codec"),
+        (errors.SeriesError, "the zip's slices could not be assembled (several studies, or mixed series)"),
+        (errors.PixelDataError, "a file's pixel data in the zip could not be decoded"),
+        (errors.MissingAttributeError, "a file in the zip lacks an attribute needed to show it"),
+        (errors.SlideError, "a slide in the zip could not be read"),
+    )
+    return (
+        next((text for kind, text in reasons if isinstance(error, kind)), "the zip could not be read") + "."
+    )
+
+
 def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -153,13 +177,18 @@ def load_case(upload: Path, *, key: PseudonymKey, limits: UploadLimits | None = 
         raise AppError(
             f"The uploaded file is larger than the {limits.max_upload_bytes // MIB} MB upload limit."
         )
+    copy = Path("upload")
     try:
         with tempfile.TemporaryDirectory(prefix="medvlm-upload-") as tmp:
             copy = _private_copy(upload, Path(tmp))
             views = load_views(copy, max_tiles=limits.max_tiles, limits=limits.ingest_limits(), key=key)
             content = _file_digest(copy)
     except IngestError as e:
-        raise AppError(f"The file could not be read: {one_sentence(e)}") from e
+        # A zip's error can quote a member's name, which may hold a patient's name: say only what failed.
+        # (The zip's own sentences start with its neutral name, "upload.zip holds 2 studies ...".)
+        own = type(e) is IngestError and str(e).startswith(f"{copy.name} ")
+        reason = one_sentence(e) if copy.suffix != ".zip" or own else _archive_reason(e)
+        raise AppError(f"The file could not be read: {reason}") from e
     except (OSError, ValueError, MemoryError) as e:
         logger.info("reading an upload failed (%s)", type(e).__name__)
         raise AppError(f"The file could not be read ({type(e).__name__}).") from e
