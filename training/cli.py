@@ -41,7 +41,7 @@ RECIPE_HELP = {
     "stage0": "vision-encoder pre-training on finding labels",
     "stage1": "projector alignment (vision tower and LM frozen)",
     "stage2": "instruction tuning: LoRA on the LM plus the projector",
-    "dpo": "DPO from preference pairs (reference = adapter disabled)",
+    "dpo": "DPO from preference pairs (reference = the starting adapter, frozen)",
     "builtin": "rebuild the built-in model from scratch (data, stages 0-2, export)",
 }
 

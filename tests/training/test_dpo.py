@@ -1,4 +1,4 @@
-"""DPO recipe: 2 steps from a stage-2 checkpoint; the reference is the adapter-disabled model."""
+"""DPO recipe: 2 steps from a stage-2 checkpoint; the reference is the starting policy, frozen."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from tests.training.conftest import common
 from training.batching import answer_logprobs
 from training.config import build
 from training.data import QAExample, load_qa
-from training.recipes.dpo import DPOConfig, DPORecipe
+from training.losses import dpo_loss
+from training.recipes.dpo import DPOConfig, DPORecipe, reference_adapter
 
 
 def _preferences(data: Path, out: Path) -> Path:
@@ -33,7 +34,7 @@ def _preferences(data: Path, out: Path) -> Path:
     return path
 
 
-def test_dpo_two_steps_and_reference_is_base(
+def test_dpo_reference_is_the_frozen_starting_policy(
     tmp_path: Path, tiny_data: Path, tiny_lm: Path, stage2_ckpt: Path
 ) -> None:
     prefs = _preferences(tiny_data, tmp_path)
@@ -47,24 +48,34 @@ def test_dpo_two_steps_and_reference_is_base(
     )
     recipe = DPORecipe(build(DPOConfig, values))
     recipe.setup()
-    # reference pass (adapter disabled) == a model without the adapter at all
     assert recipe.batcher is not None
     pair = recipe.pairs[0]
     batch = recipe.batcher([QAExample(pair.image, pair.question, pair.chosen)])
     labels = batch.pop("labels")
     peft_model = recipe.model
+
+    def logps(reference: bool) -> torch.Tensor:
+        with torch.no_grad():
+            if reference:
+                with reference_adapter(peft_model):
+                    return answer_logprobs(peft_model(**batch).logits, labels)
+            return answer_logprobs(peft_model(**batch).logits, labels)
+
+    start_policy, start_ref = logps(False), logps(True)
+    assert torch.allclose(start_policy, start_ref, atol=1e-6)  # same model at step 0: DPO loss is log 2
+    assert abs(float(dpo_loss(start_policy, start_policy, start_ref, start_ref).loss) - 0.6931) < 1e-3
     with torch.no_grad():
-        with peft_model.disable_adapter():  # type: ignore[operator]
-            ref = answer_logprobs(peft_model(**batch).logits, labels)
-        base = recipe.build_base()
-        plain = answer_logprobs(base(**batch).logits, labels)
-        policy = answer_logprobs(peft_model(**batch).logits, labels)
-    assert torch.allclose(ref, plain, atol=1e-5)
-    assert not torch.allclose(policy, ref)  # the stage-2 adapter is active in the policy
+        base = answer_logprobs(recipe.build_base()(**batch).logits, labels)
+    assert not torch.allclose(start_ref, base)  # the reference keeps the stage-2 adapter
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and not any(".reference." in n for n in trainable)
     result = recipe.train()
+    assert not torch.allclose(logps(False), start_policy)  # the policy moved
+    assert torch.allclose(logps(True), start_ref, atol=1e-6)  # the reference did not
     recipe.cleanup()
     assert result.steps == 2
     before = load_file(str(stage2_ckpt / "adapter" / "adapter_model.safetensors"))
     after = load_file(str(result.checkpoint / "adapter" / "adapter_model.safetensors"))
-    assert before.keys() == after.keys()
+    assert before.keys() == after.keys()  # only the policy adapter is exported
+    assert not (result.checkpoint / "adapter" / "reference").exists()
     assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -1,13 +1,18 @@
 """DPO from preference pairs (chosen: the clinician-corrected answer; rejected: the model's answer).
 
-The policy is the stage-2 model with its LoRA adapter trainable; the reference is the same model
-with the adapter disabled (``with model.disable_adapter():``), so no second full copy is held.
+The policy is the stage-2 model with its LoRA adapter trainable. The reference is the policy as
+it started: a second, frozen copy of the same LoRA adapter (``reference``) on the same base model,
+switched in for the reference pass, so the few-MB adapter is held twice and the model once. (The
+adapter-disabled model would be the wrong reference: DPO's implicit reward is measured against the
+model the preferences were collected from, the fine-tuned one, not the base language model.)
 Loss: :func:`training.losses.dpo_loss` on summed answer log-probabilities.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +27,23 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
+
+POLICY_ADAPTER = "default"
+REFERENCE_ADAPTER = "reference"
+
+
+@contextmanager
+def reference_adapter(peft_model: Any) -> Iterator[None]:
+    """Within the block, ``peft_model`` runs the frozen reference adapter; afterwards the policy again.
+
+    Args:
+        peft_model: a ``PeftModel`` holding the ``default`` and ``reference`` adapters.
+    """
+    peft_model.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
+    try:
+        yield
+    finally:
+        peft_model.set_adapter(POLICY_ADAPTER)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +78,7 @@ class DPORecipe(LlavaRecipe):
         self.pairs: list[PreferencePair] = []
 
     def build(self) -> tuple[torch.nn.Module, int]:
-        """Stage-2 model with its adapter loaded trainable."""
+        """Stage-2 model with its adapter loaded trainable, and again, frozen, as the reference."""
         from peft import PeftModel
 
         adapter = Path(self.cfg.init_from) / ADAPTER_DIR
@@ -66,6 +88,8 @@ class DPORecipe(LlavaRecipe):
             )
         base = self.build_base()
         model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
+        model.load_adapter(str(adapter), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+        model.set_adapter(POLICY_ADAPTER)
         self.pairs = load_preferences(Path(self.cfg.preferences), Path(self.cfg.data_dir))
         return model, len(self.pairs)
 
@@ -81,7 +105,7 @@ class DPORecipe(LlavaRecipe):
         labels = batch.pop("labels")
         logps = answer_logprobs(model(**batch).logits, labels)
         peft_model: Any = self.model
-        with torch.no_grad(), peft_model.disable_adapter():
+        with torch.no_grad(), reference_adapter(peft_model):
             ref = answer_logprobs(peft_model(**batch).logits, labels)
         n = len(pairs)
         out = dpo_loss(
@@ -95,7 +119,7 @@ class DPORecipe(LlavaRecipe):
         return out.loss
 
     def export(self, model: torch.nn.Module, folder: Path) -> None:
-        """Write ``adapter/`` (peft) and the parts."""
+        """Write ``adapter/`` (peft: the policy adapter only) and the parts."""
         peft_model: Any = model
-        peft_model.save_pretrained(str(folder / ADAPTER_DIR))
+        peft_model.save_pretrained(str(folder / ADAPTER_DIR), selected_adapters=[POLICY_ADAPTER])
         self.export_parts(peft_model.get_base_model(), folder)
