@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup assets run test lint clean
+.PHONY: setup assets run app test lint clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ QUESTION ?= Is there a pleural effusion?
 
 run: assets
 	$(VENV)/bin/medvlm ask "$(BUNDLED_STUDY)" "$(QUESTION)"
+
+# The clinician web app on http://127.0.0.1:7860 (docs/APP.md); Ctrl-C stops it.
+app: assets
+	$(VENV)/bin/medvlm app
 
 lint: setup
 	$(VENV)/bin/ruff check .
