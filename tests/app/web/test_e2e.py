@@ -58,8 +58,9 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 @pytest.fixture
-def app_url(service: WebService, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def app_url(service: WebService, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-uploads"))  # read when the app starts
     from app.web.ui import create_app, launch
 
     demo = create_app(service)
@@ -109,7 +110,7 @@ def _click(driver: Any, element_id: str) -> None:
 
 
 def test_sign_in_upload_ask_and_correct_in_a_browser(
-    browser: Any, app_url: str, service: WebService, store: Store, chest: Path
+    browser: Any, app_url: str, service: WebService, store: Store, chest: Path, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -123,6 +124,10 @@ def test_sign_in_upload_ask_and_correct_in_a_browser(
     assert "CR CHEST" in _text(browser, "views")
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#seen img"), "the model's image")
     assert "SMITH" not in browser.page_source and "CompressedSamples" not in browser.page_source
+    # The raw upload (header and PHI-looking name) is gone from Gradio's upload cache once read.
+    raw = chest.read_bytes()
+    cached = [p for p in (tmp_path / "gradio-uploads").rglob("*") if p.is_file()]
+    assert not [p for p in cached if "SMITH" in p.name or p.read_bytes() == raw]
 
     _type(browser, "question", "Is there a pleural effusion?")
     _click(browser, "ask")
