@@ -19,6 +19,7 @@ from typing import Any
 
 from training.config import build, save_resolved
 from training.loop import Recipe, TrainResult
+from training.recipes.dpo import DPOConfig, DPORecipe
 from training.recipes.instruct_lora import ADAPTER_DIR, InstructLoraConfig, InstructLoraRecipe
 from training.recipes.projector_align import ProjectorAlignConfig, ProjectorAlignRecipe
 from training.recipes.vision_pretrain import VisionPretrainConfig, VisionPretrainRecipe
@@ -40,6 +41,21 @@ class PhantomArgs:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MineArgs:
+    """Preference mining before the optional DPO stage (:mod:`training.preferences`)."""
+
+    split: str = "train"
+    files: tuple[str, ...] = ("vqa", "probes")
+    limit: int = 2000
+    seed: int = 0
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "val") or self.limit < 1 or self.batch_size < 1:
+            raise ValueError("MineArgs: split must be train or val, limit and batch_size >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
 class BuiltinPipelineConfig:
     """The whole rebuild.
 
@@ -55,6 +71,10 @@ class BuiltinPipelineConfig:
             (its ``lora`` settings count), each later one and then stage 2 continue it (e.g.
             existence questions alone, then side, then zone and lobe); empty: none.
         stage2: overrides of :class:`InstructLoraConfig`.
+        dpo: overrides of :class:`DPOConfig` for an optional last stage (empty: none): stage 2's
+            model answers closed questions of the train split, its wrong answers become preference
+            pairs (``preferences.jsonl``; chosen = the reference answer), and DPO continues the adapter.
+        dpo_mine: how those pairs are mined.
         weights_out: also copy the exported parts there (e.g. ``medvlm/builtin/weights``).
     """
 
@@ -66,6 +86,8 @@ class BuiltinPipelineConfig:
     stage1: dict[str, Any] = field(default_factory=dict)
     stage2_curriculum: tuple[dict[str, Any], ...] = ()
     stage2: dict[str, Any] = field(default_factory=dict)
+    dpo: dict[str, Any] = field(default_factory=dict)
+    dpo_mine: MineArgs = field(default_factory=MineArgs)
     weights_out: str | None = None
 
     def __post_init__(self) -> None:
@@ -167,11 +189,29 @@ def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
         lambda v: InstructLoraRecipe(build(InstructLoraConfig, v)),
         {**cfg.stage2, **common, "out_dir": str(out / "stage2"), "init_from": str(before_s2)},
     )
+    last = s2
+    stages = [str(s0), str(s1), *(str(c) for c in curriculum), str(s2)]
+    if cfg.dpo:
+        lm_dir = cfg.dpo.get("lm_dir") or cfg.stage2.get("lm_dir")
+        preferences = mine_once(s2, Path(data), cfg.dpo_mine, out / "preferences.jsonl", lm_dir=lm_dir)
+        last = _run_stage(
+            "dpo",
+            out / "dpo",
+            lambda v: DPORecipe(build(DPOConfig, v)),
+            {
+                **cfg.dpo,
+                **common,
+                "out_dir": str(out / "dpo"),
+                "init_from": str(s2),
+                "preferences": str(preferences),
+            },
+        )
+        stages.append(str(last))
     provenance = {
         "data": {"n": cfg.data.n, "seed": cfg.data.seed, "size": cfg.data.size} if not cfg.data_dir else data,
-        "stages": [str(s0), str(s1), *(str(c) for c in curriculum), str(s2)],
+        "stages": stages,
     }
-    weights = export_builtin(s2, out / "weights", version=cfg.version, provenance=provenance)
+    weights = export_builtin(last, out / "weights", version=cfg.version, provenance=provenance)
     if cfg.weights_out:
         target = Path(cfg.weights_out)
         target.mkdir(parents=True, exist_ok=True)
@@ -182,6 +222,40 @@ def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
             else:
                 shutil.copy2(item, dest)
     return weights
+
+
+def mine_once(checkpoint: Path, data: Path, args: MineArgs, path: Path, *, lm_dir: str | None = None) -> Path:
+    """Write ``path`` (preference pairs from ``checkpoint``'s wrong answers) unless it exists already.
+
+    Args:
+        checkpoint: the stage-2 checkpoint (parts and ``adapter/``).
+        data: the phantoms folder.
+        args: what to ask.
+        path: the preference JSONL.
+        lm_dir: the language model the stages were trained on; None: the converted SmolLM2.
+
+    Raises:
+        ValueError: the model answered every question right (nothing to prefer).
+    """
+    if path.is_file():
+        logger.info("preferences: done already (%s)", path)
+        return path
+    from training.eval.runner import load_answerer
+    from training.preferences import closed_questions, mine_preferences, write_preferences
+
+    model, adapter = str(checkpoint), None
+    if lm_dir:
+        from medvlm.builtin.assemble import assemble
+
+        model, adapter = str(path.parent / "mine-model"), str(checkpoint / ADAPTER_DIR)
+        assemble(Path(lm_dir), checkpoint, Path(model))
+    examples = closed_questions(data, split=args.split, files=args.files, limit=args.limit, seed=args.seed)
+    mined = mine_preferences(load_answerer(model, adapter, batch_size=args.batch_size), data, examples)
+    if not mined.pairs:
+        raise ValueError(f"preferences: all {mined.asked} answers of {checkpoint} were right; no pairs")
+    write_preferences(mined.pairs, path)
+    logger.info("preferences: %d wrong of %d asked %s", len(mined.pairs), mined.asked, mined.per_template)
+    return path
 
 
 def export_builtin(checkpoint: Path, weights_dir: Path, *, version: str, provenance: dict[str, Any]) -> Path:

@@ -69,6 +69,7 @@ def register(sub: Any) -> None:
         )
         p.set_defaults(func=_train, recipe=name)
     _register_promote(recipes)
+    _register_mine(recipes)
 
     ev = sub.add_parser(
         "eval", help="evaluate a model (vqa, probe, reportcheck)", description="Evaluation harness."
@@ -110,6 +111,54 @@ def register(sub: Any) -> None:
     vision.add_argument("--split", choices=("val", "test"), default="test")
     vision.add_argument("--json", action="store_true", help="print one JSON object")
     vision.set_defaults(func=_eval_vision)
+
+
+def _register_mine(recipes: Any) -> None:
+    text = "write DPO preference pairs from a model's wrong answers to closed questions (train or val split)"
+    p = recipes.add_parser(
+        "mine-preferences",
+        help=text,
+        description=f"{text}: chosen = the reference answer, rejected = the model's answer. For synthetic "
+        "data, whose answers are known; clinicians' corrections come from `medvlm db export-preferences`.",
+    )
+    p.add_argument("--model", required=True, help="'builtin', a folder of built-in parts or a model folder")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder")
+    p.add_argument("--data", type=Path, required=True, help="a medvlm phantoms folder")
+    p.add_argument("--split", choices=("train", "val"), default="train")
+    p.add_argument("--files", nargs="+", default=["vqa", "probes"], help="question files of the split")
+    p.add_argument("--limit", type=int, default=2000, help="questions asked (a seeded random sample)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="preference JSONL to write")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+    p.add_argument("--batch-size", type=int, default=16, help="questions per generate call")
+    p.set_defaults(func=_mine)
+
+
+def _mine(args: argparse.Namespace) -> int:
+    from medvlm import MedVLMError
+    from medvlm.builtin import BuiltinError
+    from training.data import DataError
+    from training.eval.runner import load_answerer
+    from training.preferences import closed_questions, mine_preferences, write_preferences
+
+    if args.limit < 1:
+        sys.stderr.write("medvlm train mine-preferences: --limit must be at least 1\n")
+        return 1
+    try:
+        examples = closed_questions(
+            args.data, split=args.split, files=args.files, limit=args.limit, seed=args.seed
+        )
+        answerer = load_answerer(
+            args.model, args.adapter, num_threads=args.threads, batch_size=args.batch_size
+        )
+        mined = mine_preferences(answerer, args.data, examples)
+        write_preferences(mined.pairs, args.out)
+    except (DataError, ValueError, OSError, MedVLMError, BuiltinError) as e:
+        sys.stderr.write(f"medvlm train mine-preferences: {e}\n")
+        return 1
+    summary = {"asked": mined.asked, "pairs": len(mined.pairs), "per_template": mined.per_template}
+    sys.stdout.write(json.dumps({**summary, "out": str(args.out), "model": answerer.model_version}) + "\n")
+    return 0
 
 
 def _register_promote(recipes: Any) -> None:

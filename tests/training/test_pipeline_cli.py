@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -35,6 +36,8 @@ def tiny_builtin(
                 {**stage, "lm_dir": str(tiny_lm), "templates": ["laterality", "zone"]},
             ],
             "stage2": {**stage, "lm_dir": str(tiny_lm), "question_types": ["closed"]},
+            "dpo": {**stage, "lm_dir": str(tiny_lm)},
+            "dpo_mine": {"limit": 24, "batch_size": 8},
         },
     )
     weights = run_pipeline(cfg)
@@ -51,14 +54,30 @@ def test_pipeline_exports_small_float16_parts(tiny_builtin: tuple[Path, Path]) -
     assert spec["version"] == "9.9.9" and spec["synthetic_only"] is True
     assert (weights / "adapter" / "adapter_config.json").is_file()
     out = weights.parent
-    for stage in ("stage0", "stage1", "stage2a", "stage2b", "stage2"):
+    for stage in ("stage0", "stage1", "stage2a", "stage2b", "stage2", "dpo"):
         assert (out / stage / "final" / "config.yaml").is_file()
-    assert len(spec["extra"]["stages"]) == 5
+    assert len(spec["extra"]["stages"]) == 6 and spec["extra"]["stages"][-1] == str(out / "dpo" / "final")
     # each curriculum stage continues the adapter of the one before
     resolved = yaml.safe_load((out / "stage2b" / "final" / "config.yaml").read_text())
     assert resolved["init_from"] == str(out / "stage2a" / "final")
     resolved = yaml.safe_load((out / "stage2" / "final" / "config.yaml").read_text())
     assert resolved["init_from"] == str(out / "stage2b" / "final")
+
+
+def test_pipeline_dpo_stage_learns_from_the_stage2_models_mistakes(tiny_builtin: tuple[Path, Path]) -> None:
+    weights, _ = tiny_builtin
+    out = weights.parent
+    pairs = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
+    assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
+    assert all(not Path(p["image"]).is_absolute() for p in pairs)
+    resolved = yaml.safe_load((out / "dpo" / "final" / "config.yaml").read_text())
+    assert resolved["init_from"] == str(out / "stage2" / "final")
+    assert resolved["preferences"] == str(out / "preferences.jsonl")
+    exported = load_file(str(weights / "adapter" / "adapter_model.safetensors"))
+    dpo = load_file(str(out / "dpo" / "final" / "adapter" / "adapter_model.safetensors"))
+    stage2 = load_file(str(out / "stage2" / "final" / "adapter" / "adapter_model.safetensors"))
+    assert all(torch.equal(exported[k], dpo[k].half()) for k in dpo)  # the DPO adapter is what ships
+    assert any(not torch.equal(dpo[k], stage2[k]) for k in dpo)
 
 
 def test_pipeline_skips_finished_stages(
