@@ -26,13 +26,24 @@ def escape(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False)).replace("\n", "  \n")
 
 
+def code(text: str) -> str:
+    """An identifier (version, fact id) as a code span: shown literally, so nothing is escaped inside."""
+    return "`" + text.replace("`", "'").replace("\n", " ") + "`"
+
+
 def banner(notice: str) -> str:
-    """The permanent banner at the top of every page."""
-    return (
-        f"**Not for clinical use.** {escape(notice)} "
-        "The built-in model is trained on synthetic studies only; on real images its answers mean "
-        f"nothing. {NO_IDENTIFIERS}"
+    """The permanent banner at the top of every page: the model's notice and the no-identifiers rule.
+
+    Args:
+        notice: ``SYNTHETIC_NOTICE`` for the built-in model (trained on synthetic studies only,
+            not for clinical use), else ``RESEARCH_NOTICE``.
+    """
+    synthetic = (
+        " On a real image its answers demonstrate the pipeline, not diagnostic ability."
+        if "synthetic" in notice.lower()
+        else ""
     )
+    return f"⚠ **{escape(notice)}**{synthetic} {NO_IDENTIFIERS}"
 
 
 def views_markdown(descriptions: Sequence[str], warnings: Sequence[str] = ()) -> str:
@@ -56,7 +67,7 @@ def answer_markdown(result: AskResult) -> str:
     answer = result.answer
     lines = [f"### Answer\n\n{escape(answer.text)}", ""]
     adapter = answer.model.adapter_version or "none"
-    lines.append(f"- **Model:** `{answer.model.model_version}` · **adapter:** `{adapter}`")
+    lines.append(f"- **Model:** {code(answer.model.model_version)} · **adapter:** {code(adapter)}")
     if answer.grounded is None:
         lines.append("- **Grounding:** not checked")
     elif answer.grounded:
@@ -80,7 +91,7 @@ def answer_markdown(result: AskResult) -> str:
         lines += ["", f"**Knowledge-graph facts given to the model** ({len(facts)} of {len(result.facts)}):"]
         for f in facts:
             mark = " **cited**" if f.fact_id in cited else ""
-            lines.append(f"- `{escape(f.fact_id)}`{mark}: {escape(f.text)} ({escape(f.source)})")
+            lines.append(f"- {code(f.fact_id)}{mark}: {escape(f.text)} ({escape(f.source)})")
     elif not answer.refused:
         lines += ["", "No knowledge-graph facts were given to the model."]
     lines += ["", f"_Recorded as interaction {result.interaction_id}._"]
@@ -105,7 +116,7 @@ def queue_markdown(pairs: Sequence[tuple[InteractionRecord, CorrectionRecord]], 
         lines += [
             "",
             f"**Correction {correction.id}**{own} · interaction {interaction.id} · "
-            f"model `{interaction.model_version}`",
+            f"model {code(interaction.model_version)}",
             f"- Question: {escape(interaction.question)}",
             f"- Model's answer: {escape(interaction.answer)}",
             f"- Corrected answer: {escape(correction.corrected_answer)}",

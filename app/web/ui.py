@@ -143,7 +143,14 @@ def create_app(service: WebService) -> gr.Blocks:
         with gr.Tab("Ask"):
             upload = gr.File(label=UPLOAD_LABEL, type="filepath", elem_id="upload")
             case_status = gr.Markdown(elem_id="case-status")
-            seen = gr.Gallery(label="What the model sees", elem_id="seen", interactive=False)
+            seen = gr.Gallery(
+                label="What the model sees",
+                elem_id="seen",
+                interactive=False,
+                height=520,
+                object_fit="contain",
+                columns=2,
+            )
             views = gr.Markdown(elem_id="views")
             question = gr.Textbox(label="Question", elem_id="question")
             ask = gr.Button("Ask", variant="primary", elem_id="ask")

@@ -88,7 +88,7 @@ def _open_and_sign_in(driver: Any, url: str, login: str, role: str = "clinician"
     from selenium.webdriver.common.by import By
 
     driver.get(url)
-    _wait(driver, lambda d: "Not for clinical use" in _text(d, "banner"), "the banner")
+    _wait(driver, lambda d: "not for clinical use" in _text(d, "banner").lower(), "the banner")
     _type(driver, "login", login)
     driver.find_element(By.CSS_SELECTOR, f"#role input[value={role}]").click()
     _click(driver, "sign-in")
