@@ -230,8 +230,8 @@ class WebService:
         """Propose a corrected answer for an interaction (pending until a reviewer decides).
 
         Raises:
-            AppError: not signed in, no answer to correct, empty or over-long text, or a refusal of
-                the store (wrong role, unknown interaction).
+            AppError: not signed in, no answer to correct, a refused request, empty or over-long text,
+                or a refusal of the store (wrong role, unknown interaction).
         """
         if session is None:
             raise AppError("Sign in first.")
@@ -243,6 +243,10 @@ class WebService:
         if len(text) > MAX_CORRECTION_CHARS:
             raise AppError(f"The correction is longer than {MAX_CORRECTION_CHARS} characters.")
         try:
+            if self.store.get_interaction(interaction_id).refused:
+                # A refusal is not the model's answer: as a DPO "rejected" it would teach the model to
+                # answer out of its scope.
+                raise AppError("A refused request has no model answer to correct.")
             return self.store.propose_correction(
                 interaction_id=interaction_id, author=session.actor, corrected_answer=text
             )

@@ -55,11 +55,12 @@ def _handlers(service: WebService) -> dict[str, Callable[..., Any]]:
     """The event handlers, each a thin call into the service; ``gr.skip()`` keeps an output as it was."""
     import gradio as gr
 
-    def on_sign_in(login: str, role: str) -> tuple[Any, ...]:
+    def on_sign_in(current: Session | None, login: str, role: str) -> tuple[Any, ...]:
         try:
             session = service.sign_in(login or "", role or "")
         except Exception as e:
-            return gr.skip(), _problem(e), gr.skip()
+            still = f" Still signed in as **{current.label}**." if current else ""
+            return gr.skip(), _problem(e) + still, gr.skip()
         return session, f"Signed in as **{session.label}**.", ""  # the login box is cleared
 
     def on_upload(session: Session | None, upload: str | None) -> tuple[Any, ...]:
@@ -168,7 +169,7 @@ def create_app(service: WebService) -> gr.Blocks:
                 reject = gr.Button("Reject", elem_id="reject")
             review_status = gr.Markdown(elem_id="review-status")
 
-        sign_in.click(on["sign_in"], [login, role], [session, who, login])
+        sign_in.click(on["sign_in"], [session, login, role], [session, who, login])
         upload.upload(on["upload"], [session, upload], [case, seen, views, case_status, upload])
         # One model answers one question at a time (an in-process model is not re-entrant).
         ask.click(

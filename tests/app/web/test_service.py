@@ -284,3 +284,16 @@ def test_a_zip_of_two_studies_is_refused_by_its_neutral_name(service: WebService
         AppError, match=r"^The file could not be read: upload\.zip holds 2 studies; ask about"
     ):
         service.open_case(me, archive)
+
+
+def test_a_refused_request_cannot_be_corrected(service: WebService, store: Store, ct_zip: Path) -> None:
+    from medvlm import GenerationSettings, ModelScope
+
+    chest_only = ModelScope(frozenset({"CR", "DX"}), frozenset({"CHEST"}), name="the built-in model")
+    svc = dataclasses.replace(service, settings=GenerationSettings(scope=chest_only))
+    me = svc.sign_in("alice", "clinician")
+    result = svc.ask(me, svc.open_case(me, ct_zip).case, "Is there a nodule?")
+    assert result.answer.refused and store.get_interaction(result.interaction_id).refused
+    with pytest.raises(AppError, match="A refused request has no model answer to correct"):
+        svc.correct(me, result.interaction_id, "A 4 mm nodule.")
+    assert store.stats().corrections["pending"] == 0
