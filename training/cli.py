@@ -97,6 +97,12 @@ def register(sub: Any) -> None:
             "JSONL)",
         )
         p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
+        p.add_argument(
+            "--split",
+            choices=("test", "val"),
+            default="test",
+            help="split of a phantoms folder: test (reported figures) or val (choosing between candidates)",
+        )
         p.add_argument("--threads", type=int, default=1, help="CPU threads")
         p.add_argument("--batch-size", type=int, default=16, help="questions per generate call")
         p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -311,11 +317,17 @@ def _eval(args: argparse.Namespace) -> int:
             "probe": runner.evaluate_probe,
             "reportcheck": runner.evaluate_reportcheck,
         }[args.task]
-        metrics = evaluate(answerer, args.data, limit=args.limit)
+        metrics = evaluate(answerer, args.data, limit=args.limit, split=args.split)
     except (DataError, BuiltinError, MedVLMError) as e:
         sys.stderr.write(f"medvlm eval {args.task}: {e}\n")
         return 1
-    metrics = {"task": args.task, "model": answerer.model_version, "data": str(args.data), **metrics}
+    metrics = {
+        "task": args.task,
+        "model": answerer.model_version,
+        "data": str(args.data),
+        **({"split": args.split} if args.data.is_dir() else {}),
+        **metrics,
+    }
     if args.json:
         sys.stdout.write(json.dumps(_finite(metrics), sort_keys=True) + "\n")
     else:

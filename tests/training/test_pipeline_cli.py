@@ -122,6 +122,35 @@ def test_eval_probe_and_vqa_json(
     assert "| closed_accuracy |" in capsys.readouterr().out
 
 
+def test_eval_on_the_val_split_for_choosing_candidates(
+    tiny_builtin: tuple[Path, Path],
+    tiny_data: Path,
+    tiny_lm: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.medvlm.test_builtin import _seed_lm
+    from training.data import read_jsonl
+    from training.eval.datasets import load_probes, load_vqa
+
+    weights, _ = tiny_builtin
+    val_ids = {r["id"] for r in read_jsonl(tiny_data / "val" / "vqa.jsonl")}
+    assert {e.id for e in load_vqa(tiny_data, "val")} == val_ids
+    assert {e.id for e in load_vqa(tiny_data)}.isdisjoint(val_ids)  # test by default
+    assert all(p[2].image is not None and p[2].image.is_file() for p in load_probes(tiny_data, "val"))
+    # a folder of built-in parts (the exported weights) is a model too, assembled under MEDVLM_HOME
+    _seed_lm(tmp_path / "home", tiny_lm)
+    monkeypatch.setenv("MEDVLM_HOME", str(tmp_path / "home"))
+    args = ["--model", str(weights), "--data", str(tiny_data), "--split", "val", "--json", "--limit", "2"]
+    assert main(["eval", "probe", *args]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["split"] == "val" and out["n"] == 2
+    assert out["model"].startswith("builtin-") and "+builtin-lora-" in out["model"]  # its version, not a hash
+    with pytest.raises(SystemExit):
+        main(["eval", "vqa", "--model", str(weights), "--data", str(tiny_data), "--split", "train"])
+
+
 def test_eval_reportcheck(
     tiny_builtin: tuple[Path, Path], tiny_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from training.data import DataError, QAExample, qa_from_record, read_jsonl, split_file
 
 EVAL_SPLIT = "test"
+SELECTION_SPLIT = "val"  # for choosing between candidates; figures are reported on EVAL_SPLIT
 
 
 def _read_json_or_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -165,15 +166,16 @@ def load_pathvqa(path: Path) -> list[QAExample]:
     return _load_published(path, _PATHVQA)
 
 
-def load_vqa(path: Path) -> list[QAExample]:
-    """Evaluation questions from any supported ``--data`` (phantoms: the test split only).
+def load_vqa(path: Path, split: str = EVAL_SPLIT) -> list[QAExample]:
+    """Evaluation questions from any supported ``--data`` (phantoms: the ``split`` split, test by
+    default; ``val`` for choosing between candidates, never ``train``).
 
     Raises:
         DataError: unrecognised format or malformed records.
     """
     fmt = detect_format(path)
     if fmt == "phantoms":
-        return [qa_from_record(r, path) for r in read_jsonl(split_file(path, EVAL_SPLIT, "vqa"))]
+        return [qa_from_record(r, path) for r in read_jsonl(split_file(path, held_out_split(split), "vqa"))]
     if fmt == "vqa_rad":
         return load_vqa_rad(path)
     if fmt == "slake":
@@ -183,16 +185,28 @@ def load_vqa(path: Path) -> list[QAExample]:
     return [qa_from_record(r, path.parent) for r in _read_json_or_jsonl(path)]
 
 
-def load_probes(path: Path) -> list[tuple[str, str, QAExample]]:
+def held_out_split(split: str) -> str:
+    """``split`` when evaluation may read it (``test``, or ``val`` for model selection).
+
+    Raises:
+        DataError: any other split (the train split is never evaluated on).
+    """
+    if split not in (EVAL_SPLIT, SELECTION_SPLIT):
+        raise DataError(f"split {split!r}: evaluation reads only the {EVAL_SPLIT} or {SELECTION_SPLIT} split")
+    return split
+
+
+def load_probes(path: Path, split: str = EVAL_SPLIT) -> list[tuple[str, str, QAExample]]:
     """ProbMed-style probes: ``(pair_id, kind, example)`` with kind ``true`` or ``adversarial``.
 
     Args:
-        path: a phantoms folder (its ``test/probes.jsonl``) or a probes JSONL file.
+        path: a phantoms folder (its ``<split>/probes.jsonl``) or a probes JSONL file.
+        split: ``test`` (default) or ``val``, for a phantoms folder.
 
     Raises:
         DataError: a record lacks ``pair_id``, ``question``, ``answer`` or ``image``.
     """
-    file = split_file(path, EVAL_SPLIT, "probes") if path.is_dir() else path
+    file = split_file(path, held_out_split(split), "probes") if path.is_dir() else path
     root = path if path.is_dir() else path.parent
     out = []
     for number, r in enumerate(read_jsonl(file), 1):

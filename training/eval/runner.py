@@ -13,12 +13,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from data_prep.phantoms.report_errors import ERROR_TYPES
 from training.batching import chat_prompt
 from training.data import DataError, QAExample, read_jsonl, split_file
-from training.eval.datasets import EVAL_SPLIT, load_probes, load_vqa
+from training.eval.datasets import EVAL_SPLIT, held_out_split, load_probes, load_vqa
 from training.eval.metrics import (
     Scored,
     closed_correct,
@@ -108,10 +108,16 @@ class Answerer:
         return out
 
 
-def resolve_model(
-    model: str, adapter: str | None = None, *, home: Path | None = None
-) -> tuple[Path, str | None]:
-    """The model folder and adapter that ``model`` names.
+class ResolvedModel(NamedTuple):
+    """What ``--model`` names: the folder to load, its adapter and, for built-in parts, its version."""
+
+    model_dir: Path
+    adapter: str | None
+    version: str | None
+
+
+def resolve_model(model: str, adapter: str | None = None, *, home: Path | None = None) -> ResolvedModel:
+    """The model folder, adapter and version that ``model`` names.
 
     Args:
         model: ``builtin`` (the committed parts); a folder of built-in parts (``parts.json``: an
@@ -121,15 +127,19 @@ def resolve_model(
         home: the cache root for assembled models (``$MEDVLM_HOME`` when None).
 
     Returns:
-        ``(model_dir, adapter)``.
+        The folder, the adapter and, for built-in parts with their own adapter, the built-in
+        version (``builtin-<v>+<digest>+builtin-lora-<v>+<digest>``; None otherwise).
     """
     from medvlm.builtin import prepare
 
     folder = Path(model)
     if model == "builtin" or (folder / "parts.json").is_file():
         built = prepare(home, weights_dir=None if model == "builtin" else folder)
-        return built.model_dir, adapter or (str(built.adapter_dir) if built.adapter_dir else None)
-    return folder, adapter
+        own = str(built.adapter_dir) if built.adapter_dir else None
+        chosen = adapter or own
+        version = built.model_version + (f"+{built.adapter_version}" if chosen == own and own else "")
+        return ResolvedModel(built.model_dir, chosen, version if chosen == own else None)
+    return ResolvedModel(folder, adapter, None)
 
 
 def load_answerer(
@@ -148,9 +158,11 @@ def load_answerer(
     """
     import medvlm
 
-    model_dir, adapter = resolve_model(model, adapter)
-    loaded = medvlm.load(model_dir, adapter=adapter, num_threads=num_threads)
-    version = loaded.model_version + (f"+{loaded.adapter_version}" if loaded.adapter_version else "")
+    resolved = resolve_model(model, adapter)
+    loaded = medvlm.load(resolved.model_dir, adapter=resolved.adapter, num_threads=num_threads)
+    version = resolved.version or (
+        loaded.model_version + (f"+{loaded.adapter_version}" if loaded.adapter_version else "")
+    )
     loaded.model.eval()
     return Answerer(loaded.model, loaded.processor, version, batch_size=batch_size)
 
@@ -159,18 +171,21 @@ def _limit(items: list[Any], limit: int | None) -> list[Any]:
     return items[:limit] if limit else items
 
 
-def evaluate_vqa(answerer: Answerer, data: Path, *, limit: int | None = None) -> dict[str, Any]:
+def evaluate_vqa(
+    answerer: Answerer, data: Path, *, limit: int | None = None, split: str = EVAL_SPLIT
+) -> dict[str, Any]:
     """Closed accuracy and open recall / token F1 on ``data`` (phantoms: test split).
 
     Args:
         answerer: the model.
         data: phantoms folder or a dataset file.
         limit: evaluate only the first ``limit`` questions.
+        split: of a phantoms folder: ``test`` (default) or ``val`` (to choose between candidates).
 
     Returns:
         The metrics of :func:`vqa_metrics` plus ``n`` and ``seconds``.
     """
-    examples = _limit(load_vqa(data), limit)
+    examples = _limit(load_vqa(data, split), limit)
     start = time.perf_counter()
     predictions = answerer.answer(examples)
     scored = [
@@ -180,19 +195,22 @@ def evaluate_vqa(answerer: Answerer, data: Path, *, limit: int | None = None) ->
     return {**vqa_metrics(scored), "n": len(examples), "seconds": round(time.perf_counter() - start, 1)}
 
 
-def evaluate_probe(answerer: Answerer, data: Path, *, limit: int | None = None) -> dict[str, Any]:
+def evaluate_probe(
+    answerer: Answerer, data: Path, *, limit: int | None = None, split: str = EVAL_SPLIT
+) -> dict[str, Any]:
     """ProbMed-style paired accuracy, with the blind baseline (same model, image blanked).
 
     Args:
         answerer: the model.
         data: phantoms folder (test split) or a probes JSONL.
         limit: evaluate only the first ``limit`` pairs.
+        split: of a phantoms folder: ``test`` (default) or ``val``.
 
     Returns:
         ``paired_accuracy``, ``blind_paired_accuracy``, ``n`` (pairs), ``question_accuracy`` and
         per-category paired accuracy (``per_category``).
     """
-    probes = load_probes(data)
+    probes = load_probes(data, split)
     if limit:
         keep = list(dict.fromkeys(pid for pid, _, _ in probes))[:limit]
         probes = [p for p in probes if p[0] in set(keep)]
@@ -219,7 +237,9 @@ def evaluate_probe(answerer: Answerer, data: Path, *, limit: int | None = None) 
     }
 
 
-def evaluate_reportcheck(answerer: Answerer, data: Path, *, limit: int | None = None) -> dict[str, Any]:
+def evaluate_reportcheck(
+    answerer: Answerer, data: Path, *, limit: int | None = None, split: str = EVAL_SPLIT
+) -> dict[str, Any]:
     """SIMPLE accuracy and COMPLEX macro-F1 of report error checking (phantoms ``report_errors``).
 
     The model sees the image and the report and is asked whether the report has an error and of
@@ -230,11 +250,12 @@ def evaluate_reportcheck(answerer: Answerer, data: Path, *, limit: int | None = 
         answerer: the model.
         data: phantoms folder (test split) or a report_errors JSONL.
         limit: evaluate only the first ``limit`` reports.
+        split: of a phantoms folder: ``test`` (default) or ``val``.
 
     Returns:
         ``simple_accuracy``, ``complex_macro_f1``, ``n`` and ``predicted_error_rate``.
     """
-    file = split_file(data, EVAL_SPLIT, "report_errors") if data.is_dir() else data
+    file = split_file(data, held_out_split(split), "report_errors") if data.is_dir() else data
     root = data if data.is_dir() else data.parent
     records = _limit(read_jsonl(file), limit)
     examples, reference = [], []
