@@ -5,6 +5,11 @@ components, drive letters and backslash paths, symbolic links, members whose dec
 size is over :attr:`IngestLimits.max_file_bytes`, members whose compression ratio is over
 :attr:`IngestLimits.max_compression_ratio` (zip bombs), archives with more members or more total
 bytes than the limits. Nothing is ever extracted to a path taken from the archive.
+
+Member names and the names of folders inside a study often carry patients' names, accession
+numbers or UIDs, so no message here quotes them: a member or file is named by its position and
+by non-identifying properties only (:func:`member_label`, e.g. "file 3 of the zip (.dcm,
+5,242,880 bytes)"). Only the archive's own name, as the caller gave it, may appear.
 """
 
 from __future__ import annotations
@@ -24,14 +29,57 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 
+SKIP_NAMES = frozenset({"DICOMDIR", ".DS_Store", "Thumbs.db"})
+"""Base names that are never inputs (indexes and desktop litter); hidden names are skipped too."""
+
+# Suffixes a message may show; any other suffix ("scan.Smith") could itself be part of a name.
+_SHOWN_SUFFIXES = frozenset(
+    {".dcm", ".dicom", ".dic", ".ima", ".zip", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+    | {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".qptiff"}
+)
+
+
+def member_label(position: int, container: str, suffix: str, size: int | None) -> str:
+    """How messages name a file inside a zip or folder: position and non-identifying properties.
+
+    Args:
+        position: 1-based position among the container's inputs (archive order for a zip, sorted
+            path order for a folder).
+        container: ``"zip"`` or ``"folder"``.
+        suffix: the member's file suffix; shown only when it is a known image or DICOM suffix.
+        size: its size in bytes, when known.
+
+    Returns:
+        e.g. ``"file 3 of the zip (.dcm, 5,242,880 bytes)"``; never any part of the member's name.
+    """
+    shown = suffix.lower() if suffix.lower() in _SHOWN_SUFFIXES else "no known suffix"
+    props = shown if size is None else f"{shown}, {size:,} bytes"
+    return f"file {position} of the {container} ({props})"
+
+
+def is_skipped_name(name: str) -> bool:
+    """Whether a file's base name is never an input (``DICOMDIR``, desktop litter, hidden files)."""
+    return name in SKIP_NAMES or name.startswith(".")
+
 
 @dataclass(frozen=True)
 class ArchiveMember:
-    """One member: its name inside the archive, and its bytes or the reason it was refused."""
+    """One member: its name inside the archive (never for messages), position, bytes or the refusal.
+
+    Attributes:
+        name: the member's name inside the archive; it may hold PHI, so it is used only to pick a
+            reader by suffix, never in a message.
+        data: the bytes, or None when the member was refused.
+        error: why it was refused; its message names the member by :attr:`label` only.
+        position: 1-based position among the archive's inputs.
+        label: :func:`member_label` of the member.
+    """
 
     name: str
     data: bytes | None
     error: IngestError | None = None
+    position: int = 0
+    label: str = ""
 
 
 def folder_files(folder: Path) -> list[Path]:
@@ -67,27 +115,33 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return info.create_system == 3 and stat.S_ISLNK(mode)
 
 
-def iter_zip(path: Path, *, limits: IngestLimits) -> Iterator[ArchiveMember]:
+def iter_zip(path: Path, *, limits: IngestLimits, name: str | None = None) -> Iterator[ArchiveMember]:
     """Yield the file members of a zip archive, refusing unsafe ones.
+
+    Directories, hidden members and :data:`SKIP_NAMES` are skipped before members are numbered.
+    Errors name a member by position, suffix and size (:func:`member_label`), never by its name.
 
     Args:
         path: the archive.
         limits: size caps.
+        name: what to call the archive in messages (default: its file name, as the caller gave
+            it; pass a label when the archive itself lies inside a study folder).
 
     Yields:
-        One :class:`ArchiveMember` per file member (directories are skipped), with ``data`` or
-        ``error`` set.
+        One :class:`ArchiveMember` per file member, with ``data`` or ``error`` set.
 
     Raises:
         UnsafeArchiveError: the archive as a whole is unreadable or over a limit.
     """
-    name = path.name
+    name = path.name if name is None else name
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
         raise UnsafeArchiveError(f"{name} is not a readable zip archive") from e
     with zf:
-        infos = [i for i in zf.infolist() if not i.is_dir()]
+        infos = [
+            i for i in zf.infolist() if not i.is_dir() and not is_skipped_name(PurePosixPath(i.filename).name)
+        ]
         if len(infos) > limits.max_archive_members:
             raise UnsafeArchiveError(
                 f"{name} has {len(infos)} members, over the {limits.max_archive_members}-member limit"
@@ -98,27 +152,27 @@ def iter_zip(path: Path, *, limits: IngestLimits) -> Iterator[ArchiveMember]:
                 f"{name} would expand to {declared} bytes, over the {limits.max_archive_bytes}-byte limit"
             )
         total = 0
-        for info in infos:
+        for position, info in enumerate(infos, start=1):
             member = info.filename
-            label = f"{name}!{member}"
+            label = member_label(position, "zip", PurePosixPath(member).suffix, info.file_size)
             reason = unsafe_name_reason(member)
             if reason is not None:
-                yield ArchiveMember(member, None, UnsafeArchiveError(f"zip member {reason} and was skipped"))
+                error = UnsafeArchiveError(f"{label} {reason} and was skipped")
+                yield ArchiveMember(member, None, error, position, label)
                 continue
             if _is_symlink(info):
-                yield ArchiveMember(
-                    member, None, UnsafeArchiveError(f"{label} is a symbolic link and was skipped")
-                )
+                error = UnsafeArchiveError(f"{label} is a symbolic link and was skipped")
+                yield ArchiveMember(member, None, error, position, label)
                 continue
             try:
                 data = _read_capped(zf, info, label, limits)
             except IngestError as e:
-                yield ArchiveMember(member, None, e)
+                yield ArchiveMember(member, None, e, position, label)
                 continue
             total += len(data)
             if total > limits.max_archive_bytes:
                 raise UnsafeArchiveError(f"{name} expands past the {limits.max_archive_bytes}-byte limit")
-            yield ArchiveMember(member, data)
+            yield ArchiveMember(member, data, None, position, label)
 
 
 def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, limits: IngestLimits) -> bytes:

@@ -502,25 +502,39 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _inputs(
     path: Path, limits: IngestLimits, out: Path
-) -> Iterator[tuple[str, Path | bytes | None, IngestError | None]]:
-    from data_prep.archive import folder_files, iter_zip
+) -> Iterator[tuple[str, str, Path | bytes | None, IngestError | None]]:
+    """``(source, label, file or bytes, error)`` per input file.
+
+    A file inside the folder or zip is ``<path>#file-N`` and is called by its position, suffix and
+    size in messages (:func:`data_prep.archive.member_label`), never by its name, which can be PHI.
+    """
+    from data_prep.archive import folder_files, is_skipped_name, iter_zip, member_label
 
     if path.is_dir():
         skip_out = _inside(out, path)  # OUT inside IN: never read back what this or an earlier run wrote
-        for p in folder_files(path):
-            if skip_out and _inside(p, out):
-                continue
+        files = [
+            p
+            for p in folder_files(path)
+            if not (skip_out and _inside(p, out)) and not is_skipped_name(p.name)
+        ]
+        for n, p in enumerate(files, start=1):
             if p.is_symlink():
-                yield str(p), None, IngestError(f"{p.name} is a symbolic link and was skipped")
-            elif p.is_file() and not p.name.startswith("."):
-                yield str(p), p, None
+                label = member_label(n, "folder", p.suffix, None)
+                yield (
+                    f"{path}#file-{n}",
+                    label,
+                    None,
+                    IngestError(f"{label} is a symbolic link and was skipped"),
+                )
+            elif p.is_file():
+                yield f"{path}#file-{n}", member_label(n, "folder", p.suffix, p.stat().st_size), p, None
     elif path.is_file() and path.suffix.lower() == ".zip":
         for m in iter_zip(path, limits=limits):
-            yield f"{path}!{m.name}", m.data, m.error
+            yield f"{path}#file-{m.position}", m.label, m.data, m.error
     elif path.is_file():
-        yield str(path), path, None
+        yield str(path), path.name, path, None
     else:
-        yield str(path), None, IngestError(f"{path.name} does not exist")
+        yield str(path), path.name, None, IngestError(f"{path.name} does not exist")
 
 
 def deidentify_path(
@@ -550,15 +564,14 @@ def deidentify_path(
     """
     limits = limits or IngestLimits()
     try:
-        for source, src, err in _inputs(path, limits, out):
+        for source, label, src, err in _inputs(path, limits, out):
             if err is not None or src is None:
                 yield DeidReport(source, "error", error=one_sentence(err or IngestError("unreadable input")))
                 continue
-            name = Path(source.split("!")[-1]).name
             try:
                 notes: list[str] = []
                 with captured_warnings(notes):
-                    ds = read_dataset(src, name=name, limits=limits)
+                    ds = read_dataset(src, name=label, limits=limits)
                     result = deidentify_dataset(ds, key=key, date_shift_days=date_shift_days)
                 target = _write(result, out)
             except IngestError as e:

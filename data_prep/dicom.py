@@ -92,6 +92,21 @@ def captured_warnings(sink: list[str]) -> Iterator[None]:
             sink.append(text)
 
 
+# PhotometricInterpretation's defined terms (PS3.3 C.7.6.3.1.2); anything else is not shown.
+_PHOTOMETRIC_TERMS = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "HSV", "ARGB", "CMYK", "XYB"}
+    | {"YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT"}
+)
+
+
+def _transfer_syntax_name(tsyntax: object) -> str:
+    """The registered name of a transfer syntax; an unregistered UID is a header value, so not shown."""
+    name = getattr(tsyntax, "name", None)
+    if not name or name == str(tsyntax):
+        return "an unregistered transfer syntax"
+    return str(name)
+
+
 def _short(e: BaseException) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return sanitize_warning(first)[:160]
@@ -302,7 +317,7 @@ def decode_frame(ds: Any, *, name: str, limits: IngestLimits, frame: int | None 
     index = frames // 2 if frame is None else frame
     if not 0 <= index < frames:
         raise FrameRangeError(f"frame {index} is out of range for {name}, which has {frames} frame(s)")
-    ts_name = getattr(tsyntax, "name", str(tsyntax))
+    ts_name = _transfer_syntax_name(tsyntax)
     try:
         arr = pixel_array(ds, index=index if frames > 1 else None)
     except NotImplementedError as e:
@@ -321,12 +336,14 @@ def decode_frame(ds: Any, *, name: str, limits: IngestLimits, frame: int | None 
             raise MissingAttributeError(f"{name} lacks an attribute needed to decode it ({_short(e)})") from e
         if "Unable to decode" in text:
             raise PixelDataError(
-                f"decoding the pixel data of {name} failed: the {ts_name} data is corrupt or invalid"
+                f"decoding the pixel data of {name} ({ts_name}) failed: the data is corrupt or invalid"
             ) from e
         raise PixelDataError(f"decoding the pixel data of {name} ({ts_name}) failed: {_short(e)}") from e
     if arr.ndim == 3 and frames == 1 and arr.shape[-1] not in (3, 4):
         arr = arr[0]
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if photometric and photometric not in _PHOTOMETRIC_TERMS:
+        photometric = "UNRECOGNISED"  # a header value outside the standard's terms is never echoed
     if photometric.startswith("YBR"):
         photometric = "RGB"  # pydicom's decoders convert YBR_FULL(_422) to RGB; J2K YBR_ICT/RCT decode to RGB
     return DecodedFrame(stored=arr, index=index, frames=frames, photometric=photometric)
@@ -401,7 +418,7 @@ def render_frame(
             raise UnsupportedFormatError(f"{name} has {arr.shape[-1]} samples per pixel")
         return _to_uint8_colour(arr, bits), None, f"{photometric or 'colour'} shown as RGB", notes
     if photometric not in ("MONOCHROME1", "MONOCHROME2", ""):
-        raise UnsupportedFormatError(f"{name} has an unsupported photometric interpretation {photometric}")
+        raise UnsupportedFormatError(f"{name} has an unsupported photometric interpretation ({photometric})")
     attrs = frame_attributes(ds, decoded.index)
     values, rescaled = modality_lut(arr, attrs)
     if rescaled:
@@ -451,9 +468,10 @@ def study_id_of(ds: Any, key: PseudonymKey | None) -> str | None:
     if uid:
         return study_pseudonym(key, uid)
     meta = getattr(ds, "file_meta", None)
-    instance = str(ds.get("SOPInstanceUID", "") or "").strip() or str(
-        (meta.get("MediaStorageSOPInstanceUID", "") if meta is not None else "") or ""
-    ).strip()
+    instance = (
+        str(ds.get("SOPInstanceUID", "") or "").strip()
+        or str((meta.get("MediaStorageSOPInstanceUID", "") if meta is not None else "") or "").strip()
+    )
     return study_pseudonym(key, f"instance:{instance}") if instance else None
 
 

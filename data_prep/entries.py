@@ -1,6 +1,10 @@
 """Inputs inside folders and zips: one :class:`Entry` per file, and how DICOM members group.
 
 Shared by :mod:`data_prep.ingest` (per-input reports) and :mod:`data_prep.views` (model views).
+
+A file inside a zip or a study folder is named, in every message and report, by its position and
+non-identifying properties (:func:`data_prep.archive.member_label`): member and folder names can
+hold patients' names, accession numbers or UIDs.
 """
 
 from __future__ import annotations
@@ -10,26 +14,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_prep.archive import folder_files, iter_zip
+from data_prep.archive import SKIP_NAMES, folder_files, is_skipped_name, iter_zip, member_label
 from data_prep.errors import IngestError
 from data_prep.types import IngestLimits
 
-SKIP_NAMES = frozenset({"DICOMDIR", ".DS_Store", "Thumbs.db"})
+__all__ = ["SKIP_NAMES", "Entry", "folder_entries", "zip_entries"]
 
 
 @dataclass
 class Entry:
-    """One input file: a path on disk, or bytes from a zip member."""
+    """One input file: a path on disk, or bytes from a zip member.
+
+    Attributes:
+        source: what a report shows: the path the caller gave, or ``<that>#file-N`` for the N-th
+            file of a folder or zip the caller gave.
+        label: what messages call it: the file name the caller gave, or :func:`member_label`
+            ("file 3 of the zip (.dcm, 5,242,880 bytes)") for a member; never a member's name.
+        suffix: the lower-case file suffix, which picks the reader.
+        path: the file on disk (None for a zip member).
+        data: the zip member's bytes.
+        error: why the member was refused before reading.
+    """
 
     source: str
-    name: str
+    label: str
+    suffix: str
     path: Path | None = None
     data: bytes | None = None
     error: IngestError | None = None
-
-    @property
-    def suffix(self) -> str:
-        return Path(self.name).suffix.lower()
 
 
 def series_key(ds: Any) -> str | None:
@@ -72,25 +84,56 @@ def on_disk(entry: Entry, tmp: Path) -> Path:
     return target
 
 
-def folder_entries(folder: Path) -> list[Entry]:
+def folder_entries(folder: Path, *, source: str | None = None) -> list[Entry]:
+    """The input files of a folder, in sorted path order, each named by its position.
+
+    Args:
+        folder: the folder.
+        source: the folder's own ``source`` (default: the path as given); members get ``#file-N``.
+
+    Returns:
+        One :class:`Entry` per file (a symbolic link becomes an entry with an error).
+    """
+    base = str(folder) if source is None else source
+    files = [p for p in folder_files(folder) if not is_skipped_name(p.name)]
     entries = []
-    for p in folder_files(folder):
-        if p.name in SKIP_NAMES:
-            continue
+    for n, p in enumerate(files, start=1):
         if p.is_symlink():
-            entries.append(
-                Entry(str(p), p.name, error=IngestError(f"{p.name} is a symbolic link and was skipped"))
-            )
+            label = member_label(n, "folder", p.suffix, None)
+            error = IngestError(f"{label} is a symbolic link and was skipped")
+            entries.append(Entry(f"{base}#file-{n}", label, p.suffix.lower(), error=error))
         elif p.is_file():
-            entries.append(Entry(str(p), p.name, path=p))
+            label = member_label(n, "folder", p.suffix, _size(p))
+            entries.append(Entry(f"{base}#file-{n}", label, p.suffix.lower(), path=p))
     return entries
 
 
-def zip_entries(path: Path, limits: IngestLimits) -> list[Entry]:
-    entries = []
-    for m in iter_zip(path, limits=limits):
-        base = Path(m.name).name
-        if base in SKIP_NAMES or base.startswith("."):
-            continue
-        entries.append(Entry(f"{path}!{m.name}", base, data=m.data, error=m.error))
-    return entries
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def zip_entries(
+    path: Path, limits: IngestLimits, *, source: str | None = None, name: str | None = None
+) -> list[Entry]:
+    """The input files of a zip, in archive order, each named by its position.
+
+    Args:
+        path: the archive.
+        limits: size caps.
+        source: the archive's own ``source`` (default: the path as given); members get ``#file-N``.
+        name: what messages call the archive (default: its file name as given).
+
+    Returns:
+        One :class:`Entry` per member (a refused member becomes an entry with an error).
+
+    Raises:
+        UnsafeArchiveError: the archive as a whole is unreadable or over a limit.
+    """
+    base = str(path) if source is None else source
+    return [
+        Entry(f"{base}#file-{m.position}", m.label, Path(m.name).suffix.lower(), data=m.data, error=m.error)
+        for m in iter_zip(path, limits=limits, name=name)
+    ]

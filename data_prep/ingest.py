@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["IngestOptions", "ingest_path", "load_views"]  # load_views lives in data_prep.views
 
+
 @dataclass(frozen=True)
 class IngestOptions:
     """How to ingest: output folder for PNGs, window preset, frame, limits and key.
@@ -169,7 +170,7 @@ class _Ingestor:
     def slide_report(self, entry: Entry, path: Path | Sequence[Path]) -> IngestReport:
         o = self.options
         try:
-            with open_slide(path, limits=o.limits) as reader:
+            with open_slide(path, limits=o.limits, name=entry.label) as reader:
                 thumb = reader.thumbnail()
                 info = reader.info
         except IngestError as e:
@@ -207,7 +208,7 @@ class _Ingestor:
         o = self.options
         src: Path | bytes = entry.data if entry.data is not None else entry.path  # type: ignore[assignment]
         try:
-            view = image_view(src, name=entry.name, limits=o.limits)
+            view = image_view(src, name=entry.label, limits=o.limits)
         except IngestError as e:
             return _error_report(entry.source, e, "image")
         return IngestReport(
@@ -233,9 +234,10 @@ class _Ingestor:
                 continue
             if entry.suffix == ".zip" and entry.path is not None:  # a zip in a folder; never a zip in a zip
                 try:
-                    yield from self.entries_reports(
-                        zip_entries(entry.path, self.options.limits), entry.source, tmp
+                    members = zip_entries(
+                        entry.path, self.options.limits, source=entry.source, name=entry.label
                     )
+                    yield from self.entries_reports(members, entry.source, tmp)
                 except IngestError as e:
                     yield _error_report(entry.source, e)
             elif entry.suffix in SLIDE_SUFFIXES:
@@ -246,7 +248,7 @@ class _Ingestor:
                 notes: list[str] = []
                 try:
                     with captured_warnings(notes):
-                        ds = read_dataset(source_of(entry), name=entry.name, limits=self.options.limits)
+                        ds = read_dataset(source_of(entry), name=entry.label, limits=self.options.limits)
                 except IngestError as e:
                     yield _error_report(entry.source, e, "dicom")
                     continue
@@ -257,7 +259,7 @@ class _Ingestor:
                 dicoms.append((entry, ds, notes))
         for n, files in enumerate(wsi.values()):
             source = group_label if len(entries) == 1 else f"{group_label}#slide-{n + 1}"
-            yield self.slide_report(Entry(source, Path(source).name), files)
+            yield self.slide_report(Entry(source, Path(source).name, ""), files)
         yield from self._grouped(dicoms, group_label)
 
     def _grouped(
@@ -276,7 +278,7 @@ class _Ingestor:
         done: set[int] = set()
         for i, (entry, ds, notes) in enumerate(dicoms):
             if i not in in_series:
-                yield self.dicom_report(entry.source, entry.name, ds, notes)
+                yield self.dicom_report(entry.source, entry.label, ds, notes)
                 continue
             n = in_series[i]
             if n in done:
@@ -326,7 +328,9 @@ def _path_reports(ing: _Ingestor, path: Path, tmp: Path) -> Iterator[IngestRepor
                 raise IngestError(f"{path.name} holds no files")
             yield from ing.entries_reports(entries, source, tmp)
         else:
-            yield from ing.entries_reports([Entry(source, path.name, path=path)], source, tmp)
+            yield from ing.entries_reports(
+                [Entry(source, path.name, path.suffix.lower(), path=path)], source, tmp
+            )
     except IngestError as e:
         yield _error_report(source, e)
     except Exception as e:  # one bad input must not stop the run; logged with its type only
@@ -335,14 +339,13 @@ def _path_reports(ing: _Ingestor, path: Path, tmp: Path) -> Iterator[IngestRepor
 
 
 def _name_tokens(source: str, path: Path) -> list[str]:
-    """Every form in which a report's messages can name its input, longest first."""
-    tokens = {source, str(path), path.name, source.split("#")[0]}
-    head, _, member = source.partition("!")
-    if member:
-        member = member.split("#")[0]
-        tokens |= {head, Path(head).name, member, Path(member).name, f"{Path(head).name}!{member}"}
-    else:
-        tokens.add(Path(source.split("#")[0]).name)
+    """Every form in which a report's messages can name its input, longest first.
+
+    Files inside a folder or zip are named by position only (``#file-N``, "file N of the zip"),
+    so only the input's own path and name can appear.
+    """
+    head = source.split("#")[0]
+    tokens = {source, str(path), path.name, head, Path(head).name}
     return sorted((t for t in tokens if len(t) >= 2), key=len, reverse=True)
 
 

@@ -203,7 +203,9 @@ def assemble_volume(
     spacing, spacing_notes = spacing_check(positions)
     photometric = str(first.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise SeriesError(f"{name} is {photometric}; only greyscale series are assembled into volumes")
+        raise SeriesError(
+            f"{name} is not MONOCHROME1 or MONOCHROME2; only greyscale series are assembled into volumes"
+        )
     mid = ordered[len(ordered) // 2]
     return Volume(
         values=values,

@@ -190,12 +190,17 @@ def _open_wsidicom(path: Path | Sequence[Path]) -> tuple[Any, SlideInfo]:
     return handle, SlideInfo("wsidicom", "dicom", dims, downs, mpp_x)
 
 
-def open_slide(path: Path | Sequence[Path], *, limits: IngestLimits | None = None) -> SlideReader:
+def open_slide(
+    path: Path | Sequence[Path], *, limits: IngestLimits | None = None, name: str | None = None
+) -> SlideReader:
     """Open a whole-slide image with the first backend that reads it.
 
     Args:
         path: a slide file, a folder of DICOM-WSI instances, or a list of DICOM-WSI files.
         limits: read caps (defaults when None).
+        name: what to call the slide in messages and logs (default: the file or folder name as
+            given, or "the slide" for a list of files); callers pass a position label for a file
+            inside a zip or study folder, whose name could be PHI.
 
     Returns:
         An open :class:`SlideReader`.
@@ -206,7 +211,7 @@ def open_slide(path: Path | Sequence[Path], *, limits: IngestLimits | None = Non
     limits = limits or IngestLimits()
     if not isinstance(path, Path):
         files = list(path)
-        name = files[0].parent.name if files else "slide"
+        name = name or "the slide"
         try:
             handle, info = _open_wsidicom(files)
         except Exception as e:
@@ -214,7 +219,7 @@ def open_slide(path: Path | Sequence[Path], *, limits: IngestLimits | None = Non
                 f"the DICOM whole-slide files of {name} cannot be opened ({type(e).__name__})"
             ) from e
         return _checked(SlideReader(handle, info, name=name, limits=limits))
-    name = path.name
+    name = path.name if name is None else name
     failures: list[str] = []
     is_dicom = path.is_dir() or path.suffix.lower() == ".dcm"
     if is_dicom:
@@ -473,6 +478,7 @@ def slide_views(
     tile_px: int = 224,
     target_mpp: float = 0.5,
     limits: IngestLimits | None = None,
+    name: str | None = None,
 ) -> list[ImageView]:
     """Thumbnail then the top-k most informative tissue tiles of a slide.
 
@@ -482,6 +488,7 @@ def slide_views(
         tile_px: tile side in pixels.
         target_mpp: tile resolution in µm/px.
         limits: read caps.
+        name: what to call the slide in messages (see :func:`open_slide`).
 
     Returns:
         ``[thumbnail, tile, ...]`` views of kind ``slide``.
@@ -490,7 +497,7 @@ def slide_views(
         SlideError: the slide cannot be opened or read.
         LimitExceededError: a read is over the region cap.
     """
-    with open_slide(path, limits=limits) as reader:
+    with open_slide(path, limits=limits, name=name) as reader:
         info = reader.info
         notes: list[str] = []
         if info.mpp is None:

@@ -155,12 +155,13 @@ def _collect(entries: Sequence[Entry], tmp: Path, *, max_tiles: int, limits: Ing
             if entry.error is not None:
                 raise entry.error
             if entry.suffix in SLIDE_SUFFIXES:
-                found.views += slide_views(on_disk(entry, tmp), max_tiles=max_tiles, limits=limits)
+                path = on_disk(entry, tmp)
+                found.views += slide_views(path, max_tiles=max_tiles, limits=limits, name=entry.label)
             elif entry.suffix in IMAGE_SUFFIXES:
-                found.views.append(image_view(source_of(entry), name=entry.name, limits=limits))
+                found.views.append(image_view(source_of(entry), name=entry.label, limits=limits))
             else:
                 with captured_warnings([]):
-                    ds = read_dataset(source_of(entry), name=entry.name, limits=limits)
+                    ds = read_dataset(source_of(entry), name=entry.label, limits=limits)
                 study = str(ds.get("StudyInstanceUID", "") or "").strip()
                 if study:
                     found.studies.add(study)
@@ -169,7 +170,7 @@ def _collect(entries: Sequence[Entry], tmp: Path, *, max_tiles: int, limits: Ing
                     found.wsi.setdefault(series, []).append(on_disk(entry, tmp))
                     continue
                 uid = series_key(ds) or f"single:{entry.source}"
-                found.datasets.setdefault(uid, []).append((number, entry.name, ds))
+                found.datasets.setdefault(uid, []).append((number, entry.label, ds))
         except IngestError as e:
             found.skip(f"file {number} of {total}", e)
     return found
@@ -200,7 +201,7 @@ def _collection_views(
             )
         for n, files in enumerate(found.wsi.values(), start=1):
             try:
-                found.views += slide_views(files, max_tiles=max_tiles, limits=limits)
+                found.views += slide_views(files, max_tiles=max_tiles, limits=limits, name=f"slide {n}")
             except IngestError as e:
                 found.skip(f"slide {n}", e)
     views = found.views

@@ -7,8 +7,10 @@ one image per view, or one labelled montage for a model that takes a single imag
 
 The upload is copied to a private temporary folder as ``upload<.suffix>`` before it is read, so a
 file name that carries a patient's name or an accession number never reaches a reader's error
-message, a log line or the database. The DICOM header never leaves ``data_prep``: a :class:`Case`
-holds 8-bit pixels, their descriptions, warnings and the pseudonymous study id only.
+message, a log line or the database (``data_prep`` names the files inside a zip by position, suffix
+and size only, so its sentences are shown as they are). The DICOM header never leaves
+``data_prep``: a :class:`Case` holds 8-bit pixels, their descriptions, warnings and the
+pseudonymous study id only.
 
 The case image saved for the retraining loop is the PNG of what the model saw (the montage when
 there are several images), named by the SHA-256 of its bytes: ``<cases>/<sha256>.png``, the
@@ -115,30 +117,6 @@ def _private_copy(upload: Path, folder: Path) -> Path:
     return target
 
 
-def _archive_reason(error: Exception) -> str:
-    """What went wrong with a zip, from the error's type alone (its message may quote member names)."""
-    from data_prep import errors
-
-    reasons: tuple[tuple[type[Exception], str], ...] = (
-        (
-            errors.UnsafeArchiveError,
-            "the zip is unreadable or unsafe (not a zip, a zip bomb, a path outside the zip, a link)",
-        ),
-        (errors.LimitExceededError, "the zip or a file in it is over a size limit (a possible zip bomb)"),
-        (errors.EmptyInputError, "the zip holds no readable image"),
-        (errors.CorruptFileError, "a file in the zip is truncated or corrupt"),
-        (errors.NotDicomError, "the zip holds no DICOM file or supported image"),
-        (errors.UnsupportedFormatError, "a file in the zip has an unsupported format or codec"),
-        (errors.SeriesError, "the zip's slices could not be assembled (several studies, or mixed series)"),
-        (errors.PixelDataError, "a file's pixel data in the zip could not be decoded"),
-        (errors.MissingAttributeError, "a file in the zip lacks an attribute needed to show it"),
-        (errors.SlideError, "a slide in the zip could not be read"),
-    )
-    return (
-        next((text for kind, text in reasons if isinstance(error, kind)), "the zip could not be read") + "."
-    )
-
-
 def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -177,18 +155,15 @@ def load_case(upload: Path, *, key: PseudonymKey, limits: UploadLimits | None = 
         raise AppError(
             f"The uploaded file is larger than the {limits.max_upload_bytes // MIB} MB upload limit."
         )
-    copy = Path("upload")
     try:
         with tempfile.TemporaryDirectory(prefix="medvlm-upload-") as tmp:
             copy = _private_copy(upload, Path(tmp))
             views = load_views(copy, max_tiles=limits.max_tiles, limits=limits.ingest_limits(), key=key)
             content = _file_digest(copy)
     except IngestError as e:
-        # A zip's error can quote a member's name, which may hold a patient's name: say only what failed.
-        # (The zip's own sentences start with its neutral name, "upload.zip holds 2 studies ...".)
-        own = type(e) is IngestError and str(e).startswith(f"{copy.name} ")
-        reason = one_sentence(e) if copy.suffix != ".zip" or own else _archive_reason(e)
-        raise AppError(f"The file could not be read: {reason}") from e
+        # data_prep names a zip member by position, suffix and size only, never by its name, and
+        # the upload itself by its neutral copy's name ("upload.zip"), so its sentence is shown as is.
+        raise AppError(f"The file could not be read: {one_sentence(e)}") from e
     except (OSError, ValueError, MemoryError) as e:
         logger.info("reading an upload failed (%s)", type(e).__name__)
         raise AppError(f"The file could not be read ({type(e).__name__}).") from e

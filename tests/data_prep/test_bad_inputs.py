@@ -125,12 +125,16 @@ def test_unsafe_zip_members_are_refused(tmp_path: Path, key: PseudonymKey) -> No
         zf.writestr(link, "/etc/passwd")
         zf.writestr("bomb.dcm", b"\x00" * (5 * 1024 * 1024))  # ratio ~1000:1
     reports = list(ingest_path([archive], options=IngestOptions(key=key)))
-    by = {r.source.split("!")[-1]: r for r in reports}
-    assert by["ok/good.dcm"].status == "ok"
-    assert "'..'" in (by["../escape.dcm"].error or "")
-    assert "absolute" in (by["/etc/abs.dcm"].error or "")
-    assert "symbolic link" in (by["link.dcm"].error or "")
-    assert "zip bomb" in (by["bomb.dcm"].error or "")
+    # members are named by position in archive order, never by name
+    by = {r.source.removeprefix(f"{archive}#"): r for r in reports}
+    assert by["file-1"].status == "ok"
+    assert "'..'" in (by["file-2"].error or "")
+    assert "absolute" in (by["file-3"].error or "")
+    assert "symbolic link" in (by["file-4"].error or "")
+    assert (by["file-5"].error or "").startswith(
+        "file 5 of the zip (.dcm, 5,242,880 bytes) has a compression"
+    )
+    assert "zip bomb" in (by["file-5"].error or "")
     assert not (tmp_path.parent / "escape.dcm").exists()
     notzip = tmp_path / "fake.zip"
     notzip.write_bytes(b"PK not really")
@@ -208,11 +212,14 @@ def test_folder_symlinks_are_refused_not_followed(tmp_path: Path, key: Pseudonym
     (folder / "link.dcm").symlink_to(outside / "secret.dcm")
     (folder / "linkdir").symlink_to(outside, target_is_directory=True)
     (folder / ".hidden.dcm").write_bytes(b"x")
-    reports = {Path(r.source).name: r for r in ingest_path([folder], options=IngestOptions(key=key))}
-    assert set(reports) == {"real.dcm", "link.dcm", "linkdir"}
-    assert reports["real.dcm"].status == "ok"
-    assert "symbolic link" in (reports["link.dcm"].error or "")
-    assert "symbolic link" in (reports["linkdir"].error or "")
+    reports = {r.source: r for r in ingest_path([folder], options=IngestOptions(key=key))}
+    # sorted path order, hidden files skipped: link.dcm, linkdir, real.dcm
+    assert set(reports) == {f"{folder}#file-{n}" for n in (1, 2, 3)}
+    assert reports[f"{folder}#file-3"].status == "ok"
+    assert (
+        reports[f"{folder}#file-1"].error == "file 1 of the folder (.dcm) is a symbolic link and was skipped."
+    )
+    assert "symbolic link" in (reports[f"{folder}#file-2"].error or "")
 
 
 def test_compressed_frame_larger_than_header_is_refused_before_decoding(key: PseudonymKey) -> None:

@@ -127,12 +127,14 @@ def test_fails_closed_and_writes_nothing(key: PseudonymKey, tmp_path: Path) -> N
     no_sop.save_as(folder / "b.dcm")
     (folder / "c.dcm").write_bytes(b"not dicom at all")
     reports = list(deidentify_path(folder, tmp_path / "out", key=key))
-    status = {Path(r.source).name: r for r in reports}
-    assert status["a.dcm"].status == "ok"
-    assert status["b.dcm"].status == "error" and "SOPInstanceUID" in (status["b.dcm"].error or "")
-    assert status["c.dcm"].status == "error" and "not a DICOM file" in (status["c.dcm"].error or "")
+    a, b, c = (f"{folder}#file-{n}" for n in (1, 2, 3))  # files by position, never by name
+    status = {r.source: r for r in reports}
+    assert status[a].status == "ok"
+    assert status[b].status == "error" and "SOPInstanceUID" in (status[b].error or "")
+    assert status[c].status == "error" and "not a DICOM file" in (status[c].error or "")
+    assert (status[c].error or "").startswith("file 3 of the folder (.dcm, 16 bytes) is not")
     written = list((tmp_path / "out").rglob("*"))
-    assert [p for p in written if p.is_file()] == [Path(status["a.dcm"].output or "")]
+    assert [p for p in written if p.is_file()] == [Path(status[a].output or "")]
     compressed = pydicom.dcmread(corpus_file("JPEG2000.dcm"))
     compressed.file_meta = pydicom.dataset.FileMetaDataset()
     with pytest.raises(DeidError, match="no transfer syntax"):

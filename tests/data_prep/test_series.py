@@ -86,7 +86,7 @@ def test_a_bad_slice_is_left_out_and_reported(key: PseudonymKey, tmp_path: Path)
     reports = list(ingest_path([folder], options=IngestOptions(key=key)))
     errors = [r for r in reports if r.status == "error"]
     series = [r for r in reports if r.kind == "dicom-series"]
-    assert len(errors) == 1 and errors[0].source.endswith("f2.dcm")
+    assert len(errors) == 1 and errors[0].source == f"{folder}#file-3"  # f2.dcm, by position only
     assert series[0].frames == 5 and any("left out" in w for w in series[0].warnings)
 
 
@@ -101,7 +101,8 @@ def test_zip_inside_a_folder_is_read_but_not_a_zip_inside_a_zip(key: PseudonymKe
     folder.mkdir()
     (folder / "inner.zip").write_bytes(inner.read_bytes())
     [report] = list(ingest_path([folder], options=IngestOptions(key=key)))
-    assert report.kind == "dicom-series" and report.frames == 3 and "inner.zip#series-1" in report.source
+    assert report.kind == "dicom-series" and report.frames == 3
+    assert report.source == f"{folder}#file-1#series-1"  # the zip is the folder's file 1
     outer = tmp_path / "outer.zip"
     with zipfile.ZipFile(outer, "w") as zf:
         zf.write(inner, "inner.zip")

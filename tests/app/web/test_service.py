@@ -187,9 +187,16 @@ def _zip(path: Path, members: dict[str, bytes]) -> Path:
         ("corrupt", r"^The file could not be read: .*\.$"),
         ("empty", r"^The uploaded file is empty\.$"),
         ("too large", r"^The uploaded file is larger than the 1 MB upload limit\.$"),
-        ("zip bomb", r"^The file could not be read: .*\.$"),
-        ("traversal only", r"^The file could not be read: .*\.$"),
-        ("not a zip", r"^The file could not be read: .*\.$"),
+        (
+            "zip bomb",
+            r"^The file could not be read: file 1 of the zip \(\.dcm, 67,108,864 bytes\) has a compression "
+            r"ratio over 200 \(a possible zip bomb\)\.$",
+        ),
+        (
+            "traversal only",
+            r"^The file could not be read: file 1 of the zip \(\.dcm, 500,000 bytes\) has a '\.\.' component",
+        ),
+        ("not a zip", r"^The file could not be read: upload\.zip is not a readable zip archive\.$"),
         ("png disguised", r"^The file could not be read: .*\.$"),
     ],
 )
