@@ -1,7 +1,8 @@
 """Approved corrections as DPO preference pairs: the JSONL that ``training.data.load_preferences`` reads.
 
 One line per approved correction: ``{"image", "question", "chosen", "rejected"}`` with ``chosen`` the
-corrected answer, ``rejected`` the model's answer and ``image`` an absolute path. The store holds no
+corrected answer, ``rejected`` the model's own text (never an abstention message or a refusal:
+:func:`app.store.records.model_text`) and ``image`` an absolute path. The store holds no
 image paths: an interaction keeps only ``image_sha256``, the SHA-256 of the de-identified image bytes
 the app saved as ``<cases>/<sha256>.png`` (:func:`case_image_path`), and an export resolves that id
 to a file under the images folder it is given, checking the file's bytes against the id.
@@ -171,6 +172,8 @@ class ExportResult:
         already_exported: approved corrections left out because an earlier export wrote them.
         skipped_unchanged: corrections left out because the corrected answer equals the model's.
         skipped_no_image: corrections left out because their interaction has no image id.
+        skipped_no_model_text: corrections left out because their interaction has no model text to
+            reject (a refusal, or an abstention whose text was empty or not kept).
     """
 
     out: Path
@@ -181,3 +184,4 @@ class ExportResult:
     already_exported: int = 0
     skipped_unchanged: tuple[int, ...] = ()
     skipped_no_image: tuple[int, ...] = ()
+    skipped_no_model_text: tuple[int, ...] = ()

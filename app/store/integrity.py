@@ -79,6 +79,9 @@ def interaction_payload(row: Interaction, key: AuditKey) -> dict[str, PayloadVal
         "answer_chars": len(row.answer),
         "redactions": row.redactions,
         "image_sha256": row.image_sha256,
+        # schema 3; None (absent from older events) when there is no separate model text
+        "model_answer_hmac": None if row.model_answer is None else key.text_digest(row.model_answer),
+        "model_answer_chars": None if row.model_answer is None else len(row.model_answer),
     }
 
 

@@ -28,10 +28,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """Bumped whenever a table changes; a database made by another version is refused.
 
 2: ``interactions.image_sha256`` (the content id of the case image), ``export`` audit events.
+3: ``interactions.model_answer`` (the model's own text when the answer shown is not it).
 """
 
 Role = Literal["clinician", "reviewer", "admin"]
@@ -106,6 +107,9 @@ class Interaction(Base):
     image_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     """SHA-256 (64 lowercase hex) of the de-identified image bytes the app saved as
     ``$MEDVLM_HOME/cases/<sha256>.png``: a content id, not a path; None when no image was kept."""
+    model_answer: Mapped[str | None] = mapped_column(Text)
+    """Schema 3: the model's own text (scrubbed) when ``answer`` is not it (an abstention message, or
+    the ungrounded warning before it); None when ``answer`` is the model's text or there is none."""
 
     __table_args__ = (CheckConstraint("latency_ms >= 0", name="ck_interactions_latency"),)
 

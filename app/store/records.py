@@ -37,6 +37,11 @@ class InteractionCreate:
         study_pseudonym: ``data_prep.pseudonym.study_pseudonym(key, study_uid)``, never the UID.
         question: the clinician's question (scrubbed before it is stored).
         answer: the answer shown (scrubbed before it is stored).
+        model_answer: the model's own text when the answer shown is not it (``Answer.raw_text`` when
+            the model abstained, or when an ungrounded answer was shown behind a warning), scrubbed
+            before it is stored; None when the answer shown is the model's text, or when there is no
+            model text (a refusal, an empty generation). It is what an exported preference pair
+            gives as "rejected": an abstention message is not the model's answer.
         model_version: ``medvlm.ModelInfo.model_version``.
         adapter_version: the adapter's version, None without one.
         grounded: ``Answer.grounded`` (None when not checked).
@@ -66,6 +71,7 @@ class InteractionCreate:
     evidence: tuple[str, ...] = field(default_factory=tuple)
     latency_ms: float = 0.0
     image_sha256: str | None = None
+    model_answer: str | None = None
 
     def __post_init__(self) -> None:
         check_study_pseudonym(self.study_pseudonym)
@@ -99,11 +105,13 @@ class InteractionCreate:
             image_sha256: content id of the de-identified case image saved for retraining, if any.
 
         Returns:
-            The record to store.
+            The record to store; ``model_answer`` is ``answer.raw_text`` when the text shown differs
+            from it (abstained, or ungrounded behind a warning) and the model produced any text.
 
         Raises:
             ValidationError: as for the constructor.
         """
+        own = answer.raw_text.strip()
         return cls(
             study_pseudonym=study_pseudonym,
             question=question,
@@ -117,7 +125,30 @@ class InteractionCreate:
             evidence=tuple(answer.cited_facts),
             latency_ms=answer.latency_ms,
             image_sha256=image_sha256,
+            model_answer=answer.raw_text
+            if own and not answer.refused and own != answer.text.strip()
+            else None,
         )
+
+
+def model_text(*, answer: str, model_answer: str | None, abstained: bool, refused: bool) -> str | None:
+    """The model's own text of a stored interaction: the "rejected" side of a preference pair.
+
+    Args:
+        answer: the answer shown, as stored.
+        model_answer: the model's own text when it differs from the answer shown, as stored.
+        abstained: whether the model abstained (the answer shown is then an abstention message).
+        refused: whether the safety gate refused the request (no model text at all).
+
+    Returns:
+        ``model_answer`` when stored; the answer shown when that is the model's text; None for a
+        refusal, and for an abstention whose model text was empty or not kept (schema 2 rows).
+    """
+    if refused:
+        return None
+    if model_answer is not None:
+        return model_answer
+    return None if abstained else answer
 
 
 @dataclass(frozen=True)
@@ -150,6 +181,14 @@ class InteractionRecord:
     latency_ms: float
     redactions: int
     image_sha256: str | None = None
+    model_answer: str | None = None
+
+    @property
+    def model_text(self) -> str | None:
+        """The model's own text (see :func:`model_text`): what a correction replaces; None when none."""
+        return model_text(
+            answer=self.answer, model_answer=self.model_answer, abstained=self.abstained, refused=self.refused
+        )
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ from app.store.records import (
     ReviewRecord,
     StoreStats,
     aware,
+    model_text,
 )
 from app.store.schema import check_schema
 from app.store.scrub import ScrubPolicy, scrub
@@ -181,6 +182,11 @@ class Store:
         """
         question = scrub(data.question, field="question", policy=self.policy)
         answer = scrub(data.answer, field="answer", policy=self.policy)
+        own = (
+            None
+            if data.model_answer is None
+            else scrub(data.model_answer, field="model answer", policy=self.policy)
+        )
         with self._transaction() as session:
             asker = self._actor(session, actor, allowed=ASKERS, doing="ask questions")
             row = Interaction(
@@ -196,8 +202,9 @@ class Store:
                 refused=data.refused,
                 evidence=list(data.evidence),
                 latency_ms=float(data.latency_ms),
-                redactions=question.redactions + answer.redactions,
+                redactions=question.redactions + answer.redactions + (own.redactions if own else 0),
                 image_sha256=data.image_sha256,
+                model_answer=None if own is None else own.text,
             )
             session.add(row)
             session.flush()
@@ -383,9 +390,11 @@ class Store:
             include_exported: also corrections that earlier exports wrote (``--all``).
 
         Returns:
-            What was written. Corrections whose answer is unchanged or whose interaction has no
-            image id are left out and counted (``load_preferences`` refuses chosen == rejected, and a
-            pair needs an image).
+            What was written. "rejected" is the model's own text (``model_answer`` when the answer
+            shown was an abstention message or carried the ungrounded warning). Corrections whose
+            answer is unchanged, whose interaction has no image id, or that have no model text to
+            reject (a refusal, an abstention without kept text) are left out and counted
+            (``load_preferences`` refuses chosen == rejected, and a pair needs an image).
 
         Raises:
             ValidationError: for a negative ``since``.
@@ -411,6 +420,7 @@ class Store:
                 already = 0
                 unchanged: list[int] = []
                 no_image: list[int] = []
+                no_model_text: list[int] = []
                 for correction, interaction in session.execute(query):
                     if not include_exported and correction.id in previous:
                         already += 1
@@ -420,11 +430,20 @@ class Store:
                     if interaction.image_sha256 is None:
                         no_image.append(correction.id)
                         continue
-                    if correction.corrected_answer.strip() == interaction.answer.strip():
+                    rejected = model_text(
+                        answer=interaction.answer,
+                        model_answer=interaction.model_answer,
+                        abstained=interaction.abstained,
+                        refused=interaction.refused,
+                    )
+                    if rejected is None:
+                        no_model_text.append(correction.id)
+                        continue
+                    if correction.corrected_answer.strip() == rejected.strip():
                         unchanged.append(correction.id)
                         continue
                     image = resolve_image(images, interaction.id, interaction.image_sha256)
-                    chosen, rejected = correction.corrected_answer, interaction.answer
+                    chosen = correction.corrected_answer
                     lines.append(preference_line(image, interaction.question, chosen, rejected))
                     ids.append(correction.id)
                 data = "".join(lines).encode("utf-8")
@@ -445,6 +464,7 @@ class Store:
                         "already_exported": already,
                         "skipped_unchanged": len(unchanged),
                         "skipped_no_image": len(no_image),
+                        "skipped_no_model_text": len(no_model_text),
                     },
                 )
                 write_atomic(out, data)
@@ -458,6 +478,7 @@ class Store:
                     already_exported=already,
                     skipped_unchanged=tuple(unchanged),
                     skipped_no_image=tuple(no_image),
+                    skipped_no_model_text=tuple(no_model_text),
                 )
         except BaseException:
             for path in written:
@@ -558,6 +579,7 @@ def _interaction_record(row: Interaction, actor: str) -> InteractionRecord:
         latency_ms=row.latency_ms,
         redactions=row.redactions,
         image_sha256=row.image_sha256,
+        model_answer=row.model_answer,
     )
 
 

@@ -230,7 +230,8 @@ class WebService:
         """Propose a corrected answer for an interaction (pending until a reviewer decides).
 
         Raises:
-            AppError: not signed in, no answer to correct, a refused request, empty or over-long text,
+            AppError: not signed in, no answer to correct, a refused request or an abstention without
+                model text, empty or over-long text,
                 or a refusal of the store (wrong role, unknown interaction).
         """
         if session is None:
@@ -243,10 +244,17 @@ class WebService:
         if len(text) > MAX_CORRECTION_CHARS:
             raise AppError(f"The correction is longer than {MAX_CORRECTION_CHARS} characters.")
         try:
-            if self.store.get_interaction(interaction_id).refused:
+            asked = self.store.get_interaction(interaction_id)
+            if asked.refused:
                 # A refusal is not the model's answer: as a DPO "rejected" it would teach the model to
                 # answer out of its scope.
                 raise AppError("A refused request has no model answer to correct.")
+            if asked.model_text is None:
+                # An abstention message is not the model's answer either; the export rejects the model's
+                # own text (kept as model_answer), so without any there is nothing to correct.
+                raise AppError(
+                    "The model abstained without an answer of its own, so there is nothing to correct."
+                )
             return self.store.propose_correction(
                 interaction_id=interaction_id, author=session.actor, corrected_answer=text
             )

@@ -212,12 +212,71 @@ def test_image_id_is_validated_stored_and_audited(
     assert not result.ok and result.first_bad == f"interaction {record.id}"
 
 
-def test_a_schema_1_database_is_refused(engine: Engine, key: AuditKey) -> None:
-    assert SCHEMA_VERSION == 2
+def test_an_older_schema_is_refused(engine: Engine, key: AuditKey) -> None:
+    assert SCHEMA_VERSION == 3
     with engine.begin() as conn:
-        conn.execute(text("UPDATE medvlm_schema SET version = 1"))
-    with pytest.raises(SchemaVersionError, match=r"older medvlm \(schema 1, this one reads 2\); migrate it"):
+        conn.execute(text("UPDATE medvlm_schema SET version = 2"))
+    with pytest.raises(SchemaVersionError, match=r"older medvlm \(schema 2, this one reads 3\); migrate it"):
         Store.open(engine, key)
+
+
+def test_abstained_answers_export_the_models_own_text(
+    engine: Engine, people: People, study: str, filled: Filled, tmp_path: Path
+) -> None:
+    """An abstention message is what was shown, not the model's answer: "rejected" is the raw text."""
+    from medvlm.schema import Answer, ModelInfo
+
+    store = filled.store
+    shown = "Not confident enough to answer yes or no (confidence 0.55 below 0.60); please review the images."
+    answer = Answer(
+        text=shown,
+        model=ModelInfo("m@1", None, "fake", False),
+        grounded=True,
+        confidence=0.55,
+        abstained=True,
+        refused=False,
+        safety=[],
+        latency_ms=5.0,
+        views=["PA chest radiograph"],
+        raw_text="No pleural effusion; call 555-123-4567 if unsure.",
+    )
+    data = InteractionCreate.from_answer(
+        answer, study_pseudonym=study, question="Is there a pleural effusion?", image_sha256=filled.shas[0]
+    )
+    assert data.answer == shown and data.model_answer == answer.raw_text
+    record = store.record_interaction(actor=people.clinician, data=data)
+    assert record.answer == shown
+    assert record.model_answer == "No pleural effusion; call [PHONE] if unsure."  # scrubbed like the answer
+    assert record.model_text == record.model_answer and record.redactions == 1
+    _correct(store, people, record.id, "Small left pleural effusion.", "approved")  # 5
+    # an abstention whose model text was not kept (empty, or a schema 2 row): nothing to reject
+    bare = store.record_interaction(
+        actor=people.clinician,
+        data=InteractionCreate(
+            study_pseudonym=study,
+            question="q?",
+            answer=shown,
+            model_version="m@1",
+            abstained=True,
+            image_sha256=filled.shas[0],
+        ),
+    )
+    assert bare.model_text is None
+    _correct(store, people, bare.id, "Effusion.", "approved")  # 6
+    result = store.export_preferences(tmp_path / "p.jsonl", images=filled.cases)
+    assert result.correction_ids == (1, 2, 5) and result.skipped_no_model_text == (6,)
+    pair = load_preferences(tmp_path / "p.jsonl")[-1]
+    assert (pair.chosen, pair.rejected) == (
+        "Small left pleural effusion.",
+        "No pleural effusion; call [PHONE] if unsure.",
+    )
+    (event,) = _export_events(engine)
+    assert json.loads(event.payload)["skipped_no_model_text"] == 1
+    # the model's text is audited like the answer: editing it behind medvlm's back is found
+    assert store.verify().ok and store.check_records().ok
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE interactions SET model_answer = 'Yes.' WHERE id = :i"), {"i": record.id})
+    assert store.check_records().first_bad == f"interaction {record.id}"
 
 
 # -- the command ---------------------------------------------------------------------------------

@@ -304,3 +304,51 @@ def test_a_refused_request_cannot_be_corrected(service: WebService, store: Store
     with pytest.raises(AppError, match="A refused request has no model answer to correct"):
         svc.correct(me, result.interaction_id, "A 4 mm nodule.")
     assert store.stats().corrections["pending"] == 0
+
+
+@dataclasses.dataclass
+class UnsureBackend(ScriptedBackend):
+    """Answers like the scripted model, but with yes/no probabilities too close to call: it abstains."""
+
+    def generate(self, prompts: list, settings: object, yes_no: bool = False) -> list:  # type: ignore[override]
+        from medvlm.schema import Generation
+
+        return [Generation(g.text, 0.45, 0.55) for g in super().generate(prompts, settings, yes_no)]  # type: ignore[arg-type]
+
+
+def test_an_abstained_answer_is_corrected_against_the_models_own_text(
+    service: WebService, store: Store, chest: Path, tmp_path: Path
+) -> None:
+    svc = dataclasses.replace(
+        service, assistant=dataclasses.replace(service.assistant, backend=UnsureBackend())
+    )
+    alice, bob = svc.sign_in("alice", "clinician"), svc.sign_in("bob", "reviewer")
+    result = svc.ask(alice, svc.open_case(alice, chest).case, QUESTION)
+    assert result.answer.abstained and result.answer.text != result.answer.raw_text
+    stored = store.get_interaction(result.interaction_id)
+    assert stored.answer == result.answer.text  # what was shown is what is recorded
+    assert stored.model_answer == result.answer.raw_text == "No pleural effusion is seen [RID34539]."
+    correction = svc.correct(alice, result.interaction_id, "Small left pleural effusion.")
+    svc.review(bob, correction.id, "approved")
+    assert store.export_preferences(tmp_path / "p.jsonl", images=svc.cases_dir).count == 1
+    [pair] = load_preferences(tmp_path / "p.jsonl")
+    assert pair.rejected == result.answer.raw_text and "confident" not in pair.rejected
+
+
+def test_an_abstention_without_model_text_cannot_be_corrected(service: WebService, store: Store) -> None:
+    from app.store import InteractionCreate
+
+    alice = service.sign_in("alice", "clinician")
+    study_id = "S-" + "0" * 20
+    shown = "Not confident enough to answer yes or no (confidence 0.51 below 0.60); please review the images."
+    data = InteractionCreate(
+        study_pseudonym=study_id, question="q?", answer=shown, model_version="m@1", abstained=True
+    )
+    record = store.record_interaction(actor=alice.actor, data=data)
+    with pytest.raises(AppError) as caught:
+        service.correct(alice, record.id, "Effusion.")
+    assert (
+        str(caught.value)
+        == "The model abstained without an answer of its own, so there is nothing to correct."
+    )
+    assert store.stats().corrections["pending"] == 0
