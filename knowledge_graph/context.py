@@ -108,7 +108,9 @@ class ContextRules:
 
 
 def assign_context(
-    rules: ContextRules, toks: list[str], spans: list[tuple[int, int]],
+    rules: ContextRules,
+    toks: list[str],
+    spans: list[tuple[int, int]],
     commas: frozenset[int] = frozenset(),
 ) -> list[tuple[bool, bool]]:
     """Decide negation and uncertainty for mentions in one sentence.
@@ -139,7 +141,8 @@ def assign_context(
                 if not any(ts < x <= s for x in terminators):
                     flags[trig.category] = True
             elif (
-                trig.direction == "backward" and ts >= e
+                trig.direction == "backward"
+                and ts >= e
                 and (not trig.final or te == len(toks) or te in commas or te in terminators)
                 and not any(e <= x < ts for x in terminators)
                 and not _comma_between(toks, commas, e, ts)

@@ -355,8 +355,10 @@ class EntityLinker:
         if not raw:
             return False
         status = {
-            i for ts, te, trig in self.rules.find(raw)
-            if trig.category in ("negated", "uncertain") for i in range(ts, te)
+            i
+            for ts, te, trig in self.rules.find(raw)
+            if trig.category in ("negated", "uncertain")
+            for i in range(ts, te)
         }
         return bool(status) and all(i in status or t in STOPWORDS for i, t in enumerate(raw))
 
@@ -376,8 +378,18 @@ class EntityLinker:
                 continue
             node, sim = hit
             out.append(
-                Entity(text[c.start : c.end], node, self.names[node], c.negated, c.uncertain, c.start, c.end,
-                       fuzzy=True, source="dense", similarity=round(sim, 4))
+                Entity(
+                    text[c.start : c.end],
+                    node,
+                    self.names[node],
+                    c.negated,
+                    c.uncertain,
+                    c.start,
+                    c.end,
+                    fuzzy=True,
+                    source="dense",
+                    similarity=round(sim, 4),
+                )
             )
         return out
 
@@ -412,8 +424,13 @@ class EntityLinker:
         return keys, fixed, caps
 
     def _link_sentence(
-        self, text: str, offset: int, sentence: str, want_spans: bool = False,
-        carried: _Header = (frozenset(), frozenset()), field: int = 0,
+        self,
+        text: str,
+        offset: int,
+        sentence: str,
+        want_spans: bool = False,
+        carried: _Header = (frozenset(), frozenset()),
+        field: int = 0,
     ) -> tuple[list[Entity], list[_Candidate], _Header]:
         """Link one sentence; ``carried`` holds the anatomy ids and word stems of a header
         ("Kidneys:", "Thoracic aorta:") just before it; ``field`` (when not 0) is where the value
@@ -646,9 +663,7 @@ class EntityLinker:
         covered = frozenset(i for s, e in (ctx or [(s, e) for s, e, _ in found]) for i in range(s, e))
         triggers = self.rules.find(raw, covered)
         stops = {i for ts, te, _ in triggers for i in range(ts, te)}
-        comma_before = {
-            i for i in range(1, len(spans)) if "," in sentence[spans[i - 1][2] : spans[i][1]]
-        }
+        comma_before = {i for i in range(1, len(spans)) if "," in sentence[spans[i - 1][2] : spans[i][1]]}
 
         def run(i: int, step: int) -> tuple[int, int]:
             """The token run from ``i`` in direction ``step`` up to a boundary: ``[start, end)``."""

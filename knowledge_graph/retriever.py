@@ -298,9 +298,31 @@ def _anatomy_parts(graph: KnowledgeGraph) -> dict[str, set[str]]:
 _VAGUE_STEMS = frozenset(
     stem(w)
     for w in (
-        "disease", "abnormal", "abnormality", "change", "changes", "clear", "normal", "benign",
-        "area", "between", "within", "process", "problem", "condition", "finding", "appearance",
-        "big", "large", "small", "whole", "entire", "complete", "chronic", "acute", "old",
+        "disease",
+        "abnormal",
+        "abnormality",
+        "change",
+        "changes",
+        "clear",
+        "normal",
+        "benign",
+        "area",
+        "between",
+        "within",
+        "process",
+        "problem",
+        "condition",
+        "finding",
+        "appearance",
+        "big",
+        "large",
+        "small",
+        "whole",
+        "entire",
+        "complete",
+        "chronic",
+        "acute",
+        "old",
     )
 )
 

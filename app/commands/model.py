@@ -318,9 +318,7 @@ def retrieve_facts(question: str, limit: int = MAX_FACTS) -> list[KnowledgeFact]
         retrieval = Retriever.from_default().retrieve(question, k=5)
     except Exception as e:  # KgError and index/embedder failures: degrade, never block the answer
         logger.info("knowledge retrieval failed", exc_info=True)
-        raise StepError(
-            f"knowledge retrieval failed ({type(e).__name__}); answered without facts"
-        ) from e
+        raise StepError(f"knowledge retrieval failed ({type(e).__name__}); answered without facts") from e
     facts: list[KnowledgeFact] = []
     seen: set[str] = set()
     for f in retrieval.facts[:limit]:

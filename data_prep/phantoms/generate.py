@@ -291,8 +291,7 @@ class _Tally:
             patients={s: sorted(p) for s, p in self.patients.items()},
             finding_counts={s: dict(sorted(c.items())) for s, c in self.findings.items()},
             answer_counts={
-                s: {t: dict(sorted(c.items())) for t, c in sorted(a.items())}
-                for s, a in self.answers.items()
+                s: {t: dict(sorted(c.items())) for t, c in sorted(a.items())} for s, a in self.answers.items()
             },
             files={s: [f"{s}/{name}.jsonl" for name in FILES] for s in SPLITS},
         )

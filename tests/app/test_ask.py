@@ -362,9 +362,7 @@ def test_registrar_and_package_import_without_torch() -> None:
 
 
 def test_text_output_lists_the_facts_given_cited_first() -> None:
-    facts = [
-        medvlm.KnowledgeFact(f"node_{i}", f"Fact number {i}.", "medvlm-curated@1.0") for i in range(6)
-    ]
+    facts = [medvlm.KnowledgeFact(f"node_{i}", f"Fact number {i}.", "medvlm-curated@1.0") for i in range(6)]
     answer = medvlm.Answer(
         text="Yes.",
         model=medvlm.ModelInfo("m@1", None, "llava", False),

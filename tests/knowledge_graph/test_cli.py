@@ -17,8 +17,18 @@ def test_stats_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_query_json_shape_and_negation(minilm_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["kg", "query", "No pneumothorax. Small right pleural effusion.", "--json", "--k", "3",
-                 "--cache", str(minilm_cache)])
+    code = main(
+        [
+            "kg",
+            "query",
+            "No pneumothorax. Small right pleural effusion.",
+            "--json",
+            "--k",
+            "3",
+            "--cache",
+            str(minilm_cache),
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"entities", "results"}

@@ -14,9 +14,23 @@ from knowledge_graph.validate import validate_raw
 CATALOGUE = Path(__file__).resolve().parents[2] / "data_prep" / "phantoms" / "catalogue.yaml"
 # The ids the synthetic-study catalogue was agreed to use (issue 6).
 AGREED_IDS = [
-    "normal", "cardiomegaly", "pleural_effusion", "pneumothorax", "lung_nodule", "lung_mass",
-    "consolidation", "atelectasis", "pulmonary_edema", "endotracheal_tube", "central_venous_catheter",
-    "intracranial_hemorrhage", "cerebral_infarct", "normal_tissue", "tumor", "necrosis", "inflammation",
+    "normal",
+    "cardiomegaly",
+    "pleural_effusion",
+    "pneumothorax",
+    "lung_nodule",
+    "lung_mass",
+    "consolidation",
+    "atelectasis",
+    "pulmonary_edema",
+    "endotracheal_tube",
+    "central_venous_catheter",
+    "intracranial_hemorrhage",
+    "cerebral_infarct",
+    "normal_tissue",
+    "tumor",
+    "necrosis",
+    "inflammation",
     "mitosis",
 ]
 

@@ -37,7 +37,11 @@ def test_unrelated_words_keep_distinct_stems(a: str, b: str) -> None:
 def _node(node_id: str, name: str, definition: str, synonyms: tuple[str, ...] = ()) -> Node:
     prov = Provenance(source="test", version="1")
     return Node(
-        id=node_id, type=NodeType.FINDING, name=name, definition=definition, synonyms=synonyms,
+        id=node_id,
+        type=NodeType.FINDING,
+        name=name,
+        definition=definition,
+        synonyms=synonyms,
         provenance=prov,
     )
 

@@ -339,7 +339,10 @@ def test_head_noun_of_a_place_qualified_alias_is_linked_with_its_status(graph: K
     from knowledge_graph.schema import Node, NodeType, Provenance
 
     grouping = Node(
-        id="zz_grouping", type=NodeType.FINDING, name="zz grouping", definition="test",
+        id="zz_grouping",
+        type=NodeType.FINDING,
+        name="zz grouping",
+        definition="test",
         synonyms=("apical pleural effusion", "loculated pleural effusion"),
         provenance=Provenance(source="test", version="1"),
     )

@@ -50,10 +50,13 @@ def test_missing_definition(tmp_path: Path) -> None:
 
 
 def test_is_a_cycle(tmp_path: Path) -> None:
-    text = GOOD + """
+    text = (
+        GOOD
+        + """
   - {id: a, type: group, name: a, definition: A., is_a: b}
   - {id: b, type: group, name: b, definition: B., is_a: a}
 """
+    )
     problems = _problems(tmp_path, text)
     assert len(problems) == 1 and "cycle" in problems[0]
 
