@@ -104,6 +104,25 @@ def test_correction_review_flow(store: Store, people: People, study: str) -> Non
     assert store.verify().ok
 
 
+def test_pending_corrections_are_the_review_queue(store: Store, people: People, study: str) -> None:
+    """The web app's review queue: pending only, oldest first, with their interactions, capped by limit."""
+    asked = [store.record_interaction(actor=people.clinician, data=_data(study)) for _ in range(3)]
+    proposed = [
+        store.propose_correction(interaction_id=i.id, author=people.clinician, corrected_answer=f"Fix {n}.")
+        for n, i in enumerate(asked)
+    ]
+    queue = store.pending_corrections()
+    assert [(i.id, c.id) for i, c in queue] == [(i.id, c.id) for i, c in zip(asked, proposed, strict=True)]
+    assert queue[0][0] == store.get_interaction(asked[0].id) and queue[0][1] == proposed[0]
+    assert queue[0][1].author == people.clinician and queue[0][1].corrected_answer == "Fix 0."
+    assert [c.id for _, c in store.pending_corrections(limit=2)] == [proposed[0].id, proposed[1].id]
+    store.review_correction(correction_id=proposed[0].id, reviewer=people.reviewer, decision="approved")
+    store.review_correction(correction_id=proposed[2].id, reviewer=people.reviewer, decision="rejected")
+    assert [c.id for _, c in store.pending_corrections()] == [proposed[1].id]
+    assert [c.id for _, c in store.approved_corrections()] == [proposed[0].id]
+    assert store.pending_corrections(limit=0) == []
+
+
 Refused = Callable[[Store, People, str, int, int], object]
 
 REFUSALS: dict[str, tuple[type[StoreError], str, Refused]] = {
