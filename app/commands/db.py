@@ -1,4 +1,7 @@
-"""Subcommands ``db init``, ``db verify``, ``db stats`` and ``db export-preferences``: the local database.
+"""Subcommands ``db init``, ``db migrate``, ``db verify``, ``db stats`` and ``db export-preferences``.
+
+``db migrate`` upgrades a database made by an older medvlm to this schema version in one transaction
+and audits it (``app.store.migrate``); it is idempotent, and refuses a newer or unknown version.
 
 ``db export-preferences`` writes the approved corrections not exported before as DPO preference
 pairs (the JSONL ``training.data.load_preferences`` reads), resolving each interaction's image id to
@@ -45,6 +48,11 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=lambda _args: _usage(parser))
     for name, handler, text in (
         ("init", _init, "create the tables and the audit log (idempotent)"),
+        (
+            "migrate",
+            _migrate,
+            "upgrade a database made by an older medvlm to this schema version, audited (idempotent)",
+        ),
         (
             "verify",
             _verify,
@@ -137,6 +145,33 @@ def _init(args: argparse.Namespace) -> int:
     except (StoreError, PseudonymKeyError, OSError) as e:
         return _fail("init", e)
     _emit({"url": safe_url(url), "created": created, "schema_version": SCHEMA_VERSION}, as_json=args.json)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from app.store import StoreError, check_connection, make_engine, migrate_db, safe_url
+    from data_prep.errors import PseudonymKeyError
+
+    url = database_url(args.url)
+    try:
+        key = _audit_key(create=False)
+        engine = make_engine(url)
+        try:
+            check_connection(engine)  # a missing SQLite file is refused, not created
+            result = migrate_db(engine, key)
+        finally:
+            engine.dispose()
+    except (StoreError, PseudonymKeyError) as e:
+        return _fail("migrate", e)
+    fields = {
+        "url": safe_url(url),
+        "migrated": result.migrated,
+        "from_version": result.from_version,
+        "schema_version": result.to_version,
+        "added_columns": list(result.added),
+        "audit_seq": result.seq,
+    }
+    _emit(fields, as_json=args.json)
     return 0
 
 

@@ -10,10 +10,11 @@ the :class:`Store` in the entry point and pass them down::
     store.record_interaction(actor=..., data=InteractionCreate.from_answer(answer, ...))
 
 Modules: ``models`` (tables), ``engine`` (URL → engine, SQLite pragmas), ``schema`` (create and
-version check), ``audit`` (append and verify the hash chain), ``integrity`` (rows against their
-audit events), ``scrub`` (free-text identifiers), ``ids`` (pseudonym formats), ``export`` (approved
-corrections as preference pairs for DPO), ``records`` (plain records in and out), ``repository``
-(the :class:`Store`), ``errors``. See docs/DATABASE.md.
+version check), ``migrate`` (an older schema version → this one, audited), ``audit`` (append and
+verify the hash chain), ``integrity`` (rows against their audit events), ``scrub`` (free-text
+identifiers), ``ids`` (pseudonym formats), ``export`` (approved corrections as preference pairs for
+DPO), ``records`` (plain records in and out), ``repository`` (the :class:`Store`), ``errors``.
+See docs/DATABASE.md.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from app.store.errors import (
 from app.store.export import ExportResult, case_image_path, image_content_id
 from app.store.ids import actor_pseudonym
 from app.store.integrity import RecordCheck, check_records
+from app.store.migrate import MigrationResult, migrate_db
 from app.store.models import SCHEMA_VERSION
 from app.store.records import (
     ActorRecord,
@@ -58,6 +60,7 @@ __all__ = [
     "ExportResult",
     "InteractionCreate",
     "InteractionRecord",
+    "MigrationResult",
     "NotFoundError",
     "PHIError",
     "RecordCheck",
@@ -78,6 +81,7 @@ __all__ = [
     "image_content_id",
     "init_db",
     "make_engine",
+    "migrate_db",
     "safe_url",
     "verify",
 ]

@@ -1,7 +1,8 @@
 """Creating the tables and checking that a database was made by this schema version.
 
-There are no migrations yet: a database made by another :data:`~app.store.models.SCHEMA_VERSION`
-is refused with one sentence rather than read or written wrongly.
+A database made by another :data:`~app.store.models.SCHEMA_VERSION` is refused with one sentence
+rather than read or written wrongly; an older one is upgraded by ``medvlm db migrate``
+(``app.store.migrate``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def check_schema(session: Session) -> None:
     if version < SCHEMA_VERSION:
         raise SchemaVersionError(
             f"the database was made by an older medvlm (schema {version}, this one reads {SCHEMA_VERSION}); "
-            "migrate it before use"
+            "run `medvlm db migrate` before use"
         )
 
 
