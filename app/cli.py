@@ -30,6 +30,7 @@ REGISTRARS: tuple[str, ...] = (
     "app.commands.builtin",
     "app.commands.db",
     "app.commands.web",
+    "app.commands.reportcheck",
     "training.cli",
 )
 OFFLINE_ENV: tuple[tuple[str, str], ...] = (
