@@ -40,7 +40,9 @@ PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
             re.IGNORECASE,
         ),
     ),
-    ("PHONE", re.compile(r"(?<![\w.])\+?\(?\d(?:[\s().-]*\d){8,14}(?![\w.])")),
+    # Not inside a word or a decimal (``3.1415926535``), but a sentence may end right after the
+    # number: a full stop followed by a digit continues a decimal, one followed by anything else ends it.
+    ("PHONE", re.compile(r"(?<!\w)(?<!\d\.)\+?\(?\d(?:[\s().-]*\d){8,14}(?!\w|\.\d)")),
     ("ID", re.compile(r"\b[A-Za-z]{0,4}[-#:]?\d{6,}\b")),
 )
 

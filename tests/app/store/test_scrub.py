@@ -1,8 +1,16 @@
-"""The free-text scrubber: identifiers are redacted (or refused), clinical text is left alone."""
+"""The free-text scrubber: identifiers are redacted (or refused), clinical text is left alone.
+
+The property tests put generated phones, e-mails, dates and MRN-like ids between digit-free text
+and any trailing punctuation (a sentence's full stop included) and check no digit survives.
+"""
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from app.store import PHIError, ValidationError
 from app.store.scrub import scrub
@@ -60,3 +68,104 @@ def test_empty_and_long_text_are_refused() -> None:
         scrub("  \n", field="answer")
     with pytest.raises(ValidationError, match="longer than 10 characters"):
         scrub("x" * 11, field="answer", max_chars=10)
+
+
+# -- properties: an identifier is redacted whatever punctuation follows it ------------------------
+
+
+# Digit-free text around the identifier, so any digit left in the result leaked from it.
+BEFORE = st.sampled_from(["", "Call ", "phone: ", "Reached patient at ", "(", "see ", "Tel "])
+AFTER = st.sampled_from(
+    ["", ".", ",", ";", ":", "!", "?", ")", '"', "'", ". Then", ".\nNext", "...", " today.", "), ok"]
+)
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _digits(n: int) -> st.SearchStrategy[str]:
+    return st.text("0123456789", min_size=n, max_size=n)
+
+
+@st.composite
+def phones(draw: st.DrawFn) -> str:
+    area, exchange, line = draw(_digits(3)), draw(_digits(3)), draw(_digits(4))
+    country = draw(st.sampled_from(["", "+1 ", "+1-", "+44 ", "+49 "]))
+    layout = draw(
+        st.sampled_from(["{a}-{b}-{c}", "({a}) {b}-{c}", "{a}.{b}.{c}", "{a} {b} {c}", "{a}{b}{c}"])
+    )
+    return country + layout.format(a=area, b=exchange, c=line)
+
+
+@st.composite
+def emails(draw: st.DrawFn) -> str:
+    local = draw(st.from_regex(r"[a-z][a-z0-9._+-]{0,12}[a-z0-9]", fullmatch=True))
+    domain = draw(st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9](\.[a-z]{2,6}){1,2}", fullmatch=True))
+    return f"{local}@{domain}"
+
+
+DATE_FORMATS = [
+    "%Y-%m-%d",
+    "%d/%m/%Y",
+    "%m/%d/%Y",
+    "%d.%m.%Y",
+    "%Y/%m/%d",
+    "%d %B %Y",
+    "%d %b %Y",
+    "%b %d, %Y",
+    "%B %d %Y",
+    "%d-%m-%y",
+]
+
+
+@st.composite
+def dated(draw: st.DrawFn) -> tuple[str, date]:
+    moment = draw(st.dates(min_value=date(1900, 1, 1), max_value=date(2099, 12, 31)))
+    return moment.strftime(draw(st.sampled_from(DATE_FORMATS))), moment
+
+
+MRNS = st.from_regex(r"(MRN|ACC|PID|ID)?[-#:]?[0-9]{6,12}", fullmatch=True)
+
+
+def _assert_no_digits_left(text: str, secret: str) -> None:
+    result = scrub(text, field="question")
+    assert secret not in result.text
+    assert not any(ch.isdigit() for ch in result.text), result.text
+    assert result.redactions >= 1
+
+
+@given(before=BEFORE, phone=phones(), after=AFTER)
+@example(before="Call ", phone="555-123-4567", after=".")  # the leak this test was written for
+@PROPERTY
+def test_phone_followed_by_punctuation_is_redacted(before: str, phone: str, after: str) -> None:
+    _assert_no_digits_left(f"{before}{phone}{after}", phone)
+
+
+@given(before=BEFORE, email=emails(), after=AFTER)
+@PROPERTY
+def test_email_followed_by_punctuation_is_redacted(before: str, email: str, after: str) -> None:
+    result = scrub(f"{before}{email}{after}", field="question")
+    assert email not in result.text and "@" not in result.text
+    assert result.found.get("EMAIL") == 1
+
+
+@given(before=BEFORE, value=dated(), after=AFTER)
+@PROPERTY
+def test_date_followed_by_punctuation_is_redacted(before: str, value: tuple[str, date], after: str) -> None:
+    text, moment = value
+    _assert_no_digits_left(f"{before}{text}{after}", text)
+    assert str(moment.year) not in scrub(f"{before}{text}{after}", field="question").text
+
+
+@given(before=BEFORE, mrn=MRNS, after=AFTER)
+@PROPERTY
+def test_mrn_like_id_followed_by_punctuation_is_redacted(before: str, mrn: str, after: str) -> None:
+    _assert_no_digits_left(f"{before}{mrn}{after}", mrn)
+
+
+@given(
+    value=st.sampled_from(["3.5 cm", "T12", "C7", "0.93", "10 mm", "12 x 8 mm", "BI-RADS 4", "2 of 3 views"]),
+    after=AFTER,
+)
+@PROPERTY
+def test_measurements_followed_by_punctuation_are_kept(value: str, after: str) -> None:
+    text = f"Is there a {value}{after}"
+    assert scrub(text, field="question").text == text
