@@ -275,6 +275,7 @@ def _export_preferences(args: argparse.Namespace) -> int:
         "already_exported": result.already_exported,
         "skipped_unchanged": len(result.skipped_unchanged),
         "skipped_no_image": len(result.skipped_no_image),
+        "skipped_no_model_text": len(result.skipped_no_model_text),
     }
     _emit(fields, as_json=args.json)
     return 0

@@ -322,11 +322,17 @@ def test_cli_export_preferences(
     assert main(["db", "export-preferences", "--url", db_url, "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["count"] == 1 and report["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert (report["skipped_unchanged"], report["skipped_no_image"], report["skipped_no_model_text"]) == (
+        0,
+        0,
+        0,
+    )
     assert load_preferences(out)[0].image == (cli_env / "cases" / f"{sha}.png").resolve()
     assert (
         main(["db", "export-preferences", "--url", db_url, "--out", str(out), "--all", "--since", "0"]) == 0
     )
-    assert "count: 1" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "count: 1" in text and "skipped_no_model_text: 0" in text
 
     engine = make_engine(db_url)
     try:

@@ -519,6 +519,20 @@ def test_db_migrate_command(
     code, out, _ = run("db", "verify", "--url", empty_url, "--json")
     assert code == 0 and json.loads(out)["ok"] is True and json.loads(out)["records_checked"] == 4
 
+    # the old abstained answer has no model text: its approved correction is counted, not exported
+    engine = make_engine(empty_url)
+    try:
+        Store.open(engine, AuditKey.derive(site)).review_correction(
+            correction_id=2, reviewer=actor_pseudonym(site, "reviewer"), decision="approved"
+        )
+    finally:
+        engine.dispose()
+    (tmp_path / "home" / "cases").mkdir(parents=True)
+    (tmp_path / "home" / "cases" / f"{IMAGE_SHA}.png").write_bytes(IMAGE)
+    code, out, _ = run("db", "export-preferences", "--url", empty_url, "--out", str(tmp_path / "p.jsonl"))
+    assert code == 0 and "count: 1" in out and "skipped_no_model_text: 1" in out
+    assert run("db", "verify", "--url", empty_url)[0] == 0
+
     engine = create_engine(empty_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE medvlm_schema SET version = 99"))
