@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import product
 from typing import Final, Literal
 
@@ -42,12 +42,10 @@ _HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z ]{2,30}):\s*", re.M)
 _FINDINGS_HEADERS = frozenset({"findings", "finding", "report", "body"})
 _IMPRESSION_HEADERS = frozenset({"impression", "impressions", "conclusion", "conclusions", "opinion"})
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?](?=\s|$)|\n|$)|[^\n]+?(?:[.!?](?=\s|$)|$)")
-_CLAUSE_SPLIT = re.compile(
-    r"[;,:]|\b(?:but|however|although|whereas|while)\b|\band (?=(?:there|a|an|the|small|large|mild)\b)",
-    re.I,
-)
+_SCOPE_SPLIT = re.compile(r";|\b(?:but|however|although|whereas|while|except)\b|\band (?=there\b)", re.I)
+_CLAUSE_SPLIT = re.compile(r"[,:]|\band (?=(?:a|an|the|small|large|mild)\b)", re.I)
 _NEGATION = re.compile(
-    r"\b(no|not|without|negative for|free of|absence of|absent|resolved|resolution of|clear of)\b", re.I
+    r"\b(no|not|without|negative for|free of|absence of|absent|resolved|clear of|cleared)\b", re.I
 )
 _NEGATION_AFTER = re.compile(
     r"\b(?:is|are|remains?)\s+(?:normal|unremarkable|within normal limits|not enlarged|absent|resolved)\b"
@@ -57,9 +55,31 @@ _NEGATION_AFTER = re.compile(
 _HEDGE = re.compile(
     r"\b(possible|possibly|probable|may|might|cannot be excluded|can ?not be excluded|questionable|"
     r"suspicious for|concerning for|versus|vs|rule out|r/o|no new|no change|no interval|"
-    r"no significant change|no increase|no decrease|unchanged|differential)\b|\?",
+    r"no significant change|no increase|no decrease|unchanged|differential|unclear|uncertain|"
+    r"excluded|borderline|equivocal|upper limits? of normal|indeterminate|resolution|improv\w*|"
+    r"recommend\w*|evaluation|if clinically|sensitive|likely|suggest\w*)\b|\?",
     re.I,
 )
+# Past or other studies: "the nodules on previous exam", "seen on the prior CT".
+_HEDGE_SCOPE = re.compile(r"\b(previous|previously|prior|outside|interval|CT scan|compared)\b", re.I)
+# "No focal airspace disease", "no large effusion": a negation limited by an extent word leaves room
+# for a lesser finding, so it never contradicts an affirmed mention.
+_QUALIFIED_NEGATION = re.compile(
+    r"\b(?:no|not|without|negative for|free of|clear of)\b.*"
+    r"\b(focal|large|significant|acute|definite|confluent|overt|frank|gross|new|discrete|dense|lobar|substantial|appreciable|visible|displaced|"
+    r"suspicious|other|xxxx|definitive|definitely|residual|additional|further)\b",
+    re.I,
+)
+# Words that make a pattern's hit another finding ("pericardial effusion" is not pleural).
+_OTHER_FINDING: Final = {
+    "pleural_effusion": re.compile(r"pericardial|joint|suprapatellar|knee|elbow|ascites", re.I),
+    "pulmonary_edema": re.compile(r"laryngeal|soft tissue|pedal|extremit|scalp|cerebral", re.I),
+    "lung_mass": re.compile(r"soft tissue mass|mediastinal mass|body mass", re.I),
+}
+# Findings named by the organ ("heart size", "cardiac silhouette"): asserted only with these words.
+_NEEDS_ASSERTION: Final = {
+    "cardiomegaly": re.compile(r"cardiomegaly|enlarg|increased|prominent|large", re.I),
+}
 _SIDE = re.compile(r"\b(left|right|bilateral|bilaterally|both)\b", re.I)
 _LOCATION_AXIS: Final = {
     "upper": "upper",
@@ -125,6 +145,7 @@ class Mention:
         locations: zones named in the clause, on the upper/middle/lower axis.
         severities: severity ranks (0 trace ... 3 large/severe) named in the clause.
         sizes_mm: measurements in the clause, in millimetres.
+        qualified: a negation limited by an extent word ("no focal", "no large", "no acute").
     """
 
     sentence: Sentence
@@ -134,6 +155,7 @@ class Mention:
     locations: frozenset[str] = frozenset()
     severities: tuple[int, ...] = ()
     sizes_mm: tuple[float, ...] = ()
+    qualified: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,18 +236,41 @@ def split_sentences(text: str) -> tuple[tuple[Sentence, ...], bool]:
     return tuple(sentences), has_sections
 
 
-def _clause_mentions(sentence: Sentence, clause: str) -> list[Mention]:
+def _pieces(text: str, boundary: re.Pattern[str]) -> list[tuple[int, str]]:
+    """``text`` cut at ``boundary`` matches, as (offset, piece) pairs (empty pieces dropped)."""
+    out, pos = [], 0
+    for m in boundary.finditer(text):
+        out.append((pos, text[pos : m.start()]))
+        pos = m.end()
+    out.append((pos, text[pos:]))
+    return [(o, p) for o, p in out if p.strip()]
+
+
+def _polarity(finding: str, scope: str, clause: str, start: int, end: int) -> tuple[Polarity, bool]:
+    """Polarity of the hit ``scope[start:end]`` and whether a negation of it is qualified.
+
+    Negation reaches across the commas of a list ("No consolidation, effusion or pneumothorax"),
+    so it is read in the whole scope; hedges are read in the hit's own clause.
+    """
+    before, after = scope[:start], scope[end:]
+    if _HEDGE.search(clause) or _HEDGE_SCOPE.search(scope):
+        return "hedged", False
+    if _NEGATION.search(before) or _NEGATION_AFTER.search(after):
+        return "negated", bool(_QUALIFIED_NEGATION.search(before))
+    if finding in _NEEDS_ASSERTION and not _NEEDS_ASSERTION[finding].search(scope):
+        return "hedged", False  # "Cardiomediastinal silhouette is stable": describes, asserts nothing
+    return "affirmed", False
+
+
+def _clause_mentions(sentence: Sentence, scope: str, offset: int, clause: str) -> list[Mention]:
+    """Findings named in ``clause``, which starts at ``offset`` in ``scope``."""
     out = []
     for finding, pattern in FINDING_PATTERNS.items():
         hit = pattern.search(clause)
-        if hit is None:
+        other = _OTHER_FINDING.get(finding)
+        if hit is None or (other is not None and other.search(clause)):
             continue
-        before, after = clause[: hit.start()], clause[hit.end() :]
-        polarity: Polarity = "affirmed"
-        if _HEDGE.search(clause):
-            polarity = "hedged"
-        elif _NEGATION.search(before) or _NEGATION_AFTER.search(after):
-            polarity = "negated"
+        polarity, qualified = _polarity(finding, scope, clause, offset + hit.start(), offset + hit.end())
         sides: set[str] = set()
         for s in _SIDE.findall(clause):
             sides.update(
@@ -240,9 +285,43 @@ def _clause_mentions(sentence: Sentence, clause: str) -> list[Mention]:
                 frozenset(_LOCATION_AXIS[w.lower()] for w in _LOCATION.findall(clause)),
                 tuple(_SEVERITY_RANK[w.lower()] for w in _SEVERITY.findall(clause)),
                 tuple(float(v) * (10.0 if u.lower() == "cm" else 1.0) for v, u in _SIZE.findall(clause)),
+                qualified,
             )
         )
     return out
+
+
+def _sentence_mentions(sentence: Sentence) -> list[Mention]:
+    found = [
+        m
+        for _, scope in _pieces(sentence.text, _SCOPE_SPLIT)
+        for offset, clause in _pieces(scope, _CLAUSE_SPLIT)
+        for m in _clause_mentions(sentence, scope, offset, clause)
+    ]
+    if len({m.finding for m in found}) != 1:
+        return found
+    # One finding in the sentence: its attributes may sit in another clause
+    # ("Right upper lobe nodule, 2.5 cm."); the polarity stays the clause's own.
+    whole = next(
+        (
+            m
+            for m in _clause_mentions(sentence, sentence.text, 0, sentence.text)
+            if m.finding == found[0].finding
+        ),
+        None,
+    )
+    if whole is None:
+        return found
+    return [
+        replace(
+            m,
+            sides=m.sides or whole.sides,
+            locations=m.locations or whole.locations,
+            severities=m.severities or whole.severities,
+            sizes_mm=m.sizes_mm or whole.sizes_mm,
+        )
+        for m in found
+    ]
 
 
 def parse_report(text: str) -> ParsedReport:
@@ -255,11 +334,7 @@ def parse_report(text: str) -> ParsedReport:
         The parsed report.
     """
     sentences, has_sections = split_sentences(text)
-    mentions: list[Mention] = []
-    for sentence in sentences:
-        for clause in _CLAUSE_SPLIT.split(sentence.text):
-            if clause and clause.strip():
-                mentions.extend(_clause_mentions(sentence, clause))
+    mentions = [m for sentence in sentences for m in _sentence_mentions(sentence)]
     return ParsedReport(text, sentences, tuple(mentions), has_sections)
 
 
@@ -304,7 +379,7 @@ def _qualified_apart(negated: Mention, affirmed: Mention) -> bool:
 
 def _affirmed_and_negated(report: ParsedReport, finding: str) -> list[Inconsistency]:
     checked = [m for m in report.mentions if m.finding == finding and m.sentence.section != "other"]
-    for neg in (m for m in checked if m.polarity == "negated"):
+    for neg in (m for m in checked if m.polarity == "negated" and not m.qualified):
         for aff in (m for m in checked if m.polarity == "affirmed"):
             if aff.sentence.index != neg.sentence.index and not _qualified_apart(neg, aff):
                 first, second = sorted((aff.sentence, neg.sentence), key=lambda s: s.index)
