@@ -41,7 +41,10 @@ Polarity = Literal["affirmed", "negated", "hedged"]
 _HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z ]{2,30}):\s*", re.M)
 _FINDINGS_HEADERS = frozenset({"findings", "finding", "report", "body"})
 _IMPRESSION_HEADERS = frozenset({"impression", "impressions", "conclusion", "conclusions", "opinion"})
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?](?=\s|$)|\n|$)|[^\n]+?(?:[.!?](?=\s|$)|$)")
+# A sentence ends at . ! ? before a space, a line end, or the end; not after a title or "vs".
+_SENTENCE = re.compile(
+    r"[^\n]+?(?:(?<!\bDr)(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bvs)(?<!\bProf)(?<!\bSt)[.!?](?=\s|$)|(?=\n)|$)"
+)
 _SCOPE_SPLIT = re.compile(r";|\b(?:but|however|although|whereas|while|except)\b|\band (?=there\b)", re.I)
 _CLAUSE_SPLIT = re.compile(r"[,:]|\band (?=(?:a|an|the|small|large|mild)\b)", re.I)
 _NEGATION = re.compile(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import re
 from collections.abc import Iterable
@@ -66,7 +67,7 @@ def _entry(row: int, record: dict[str, object]) -> StudyEntry:
 
 
 def _read_csv(text: str) -> list[StudyEntry]:
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted fields keep their line breaks
     fields = [f.strip().lower() for f in reader.fieldnames or []]
     if not any(k in fields for k in STUDY_KEYS) or not any(k in fields for k in REPORT_KEYS):
         raise ReportsFileError(

@@ -272,6 +272,7 @@ def run_job(
             logger.info("row %d (%s): %s", entry.row, sid, record["verdict"])
         except Exception as e:  # one study must never stop the job; the message names no file
             message = str(e) if isinstance(e, StudyFailure) else f"unexpected {type(e).__name__}"
+            message = message if message.endswith(".") else message + "."
             record = {"study_id": sid, "row": entry.row, "status": "failed", "error": message}
             record.update(_model_fields(meta), checked_at=_now())
             run.failed += 1

@@ -276,12 +276,19 @@ class StudyVerdict:
         return self.verdict == "error"
 
 
+# Names after a title ("discussed with Dr. Smith"): the Store's scrubber does not catch them.
+_TITLED_NAME = re.compile(
+    r"\b(?:Dr|Doctor|Mr|Mrs|Ms|Miss|Prof|Nurse)\.?\s+[A-Z][\w'^-]+(?:\s+[A-Z][\w'^-]+)?"
+)
+
+
+def quote(text: str) -> str:
+    """A report sentence as the results may quote it: identifiers and titled names redacted."""
+    return _TITLED_NAME.sub("[NAME]", scrub(text, field="evidence sentence").text)
+
+
 def _sentence_json(sentence: Sentence) -> dict[str, Any]:
-    return {
-        "index": sentence.index,
-        "section": sentence.section,
-        "text": scrub(sentence.text, field="evidence sentence").text,
-    }
+    return {"index": sentence.index, "section": sentence.section, "text": quote(sentence.text)}
 
 
 def _image_evidence(a: ImageAnswer, report: ParsedReport) -> dict[str, Any]:

@@ -46,7 +46,8 @@ QUIET = [
     # bilateral in the findings, one side summarised in the impression
     "FINDINGS: Bilateral pleural effusions, larger on the left.\nIMPRESSION: Left pleural effusion.",
     # a negation qualified by the other side, and "no new" is not a negation
-    "FINDINGS: Small left effusion. No right effusion. No new consolidation.\nIMPRESSION: Small left effusion.",
+    "FINDINGS: Small left effusion. No right effusion. No new consolidation.\n"
+    "IMPRESSION: Small left effusion.",
     # hedged mentions are neither affirmed nor negated
     "FINDINGS: Possible small right pneumothorax.\nIMPRESSION: No definite pneumothorax.",
     # mild vs moderate is one step: reader variation, not a contradiction
