@@ -216,7 +216,9 @@ def test_an_older_schema_is_refused(engine: Engine, key: AuditKey) -> None:
     assert SCHEMA_VERSION == 3
     with engine.begin() as conn:
         conn.execute(text("UPDATE medvlm_schema SET version = 2"))
-    with pytest.raises(SchemaVersionError, match=r"older medvlm \(schema 2, this one reads 3\); migrate it"):
+    with pytest.raises(
+        SchemaVersionError, match=r"older medvlm \(schema 2, this one reads 3\); run `medvlm db migrate`"
+    ):
         Store.open(engine, key)
 
 
