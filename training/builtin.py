@@ -76,6 +76,10 @@ class BuiltinPipelineConfig:
             pairs (``preferences.jsonl``; chosen = the reference answer), and DPO continues the adapter.
         dpo_mine: how those pairs are mined.
         weights_out: also copy the exported parts there (e.g. ``medvlm/builtin/weights``).
+        start_from: a folder of trained parts with ``adapter/`` (the committed built-in weights, or
+            a stage-2 checkpoint) to continue instead of training stages 0 and 1: the first
+            curriculum stage (or stage 2) starts from its parts and continues its adapter. None:
+            from scratch.
     """
 
     out_dir: str
@@ -89,8 +93,13 @@ class BuiltinPipelineConfig:
     dpo: dict[str, Any] = field(default_factory=dict)
     dpo_mine: MineArgs = field(default_factory=MineArgs)
     weights_out: str | None = None
+    start_from: str | None = None
 
     def __post_init__(self) -> None:
+        if self.start_from is not None and not (Path(self.start_from) / "parts.json").is_file():
+            raise ValueError(
+                f"start_from: {self.start_from} holds no parts.json (not a folder of trained parts)"
+            )
         if len(self.stage2_curriculum) > 26 or not all(isinstance(v, dict) for v in self.stage2_curriculum):
             raise ValueError("stage2_curriculum must be a list of at most 26 mappings of stage-2 settings")
 
@@ -160,19 +169,25 @@ def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
     save_resolved(cfg, out)
     data = str(generate_data(cfg))
     common = {"data_dir": data}
-    s0 = _run_stage(
-        "stage0",
-        out / "stage0",
-        lambda v: VisionPretrainRecipe(build(VisionPretrainConfig, v)),
-        {**cfg.stage0, **common, "out_dir": str(out / "stage0")},
-    )
-    s1 = _run_stage(
-        "stage1",
-        out / "stage1",
-        lambda v: ProjectorAlignRecipe(build(ProjectorAlignConfig, v)),
-        {**cfg.stage1, **common, "out_dir": str(out / "stage1"), "init_from": str(s0)},
-    )
-    before_s2 = s1
+    first: list[Path] = []
+    if cfg.start_from is None:
+        s0 = _run_stage(
+            "stage0",
+            out / "stage0",
+            lambda v: VisionPretrainRecipe(build(VisionPretrainConfig, v)),
+            {**cfg.stage0, **common, "out_dir": str(out / "stage0")},
+        )
+        s1 = _run_stage(
+            "stage1",
+            out / "stage1",
+            lambda v: ProjectorAlignRecipe(build(ProjectorAlignConfig, v)),
+            {**cfg.stage1, **common, "out_dir": str(out / "stage1"), "init_from": str(s0)},
+        )
+        first, before_s2 = [s0, s1], s1
+    else:
+        logger.info("stages 0 and 1: continuing %s instead", cfg.start_from)
+        before_s2 = Path(cfg.start_from)
+        first = [before_s2]
     curriculum: list[Path] = []
     for index, values in enumerate(cfg.stage2_curriculum):
         name = curriculum_stage_name(index)
@@ -190,7 +205,7 @@ def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
         {**cfg.stage2, **common, "out_dir": str(out / "stage2"), "init_from": str(before_s2)},
     )
     last = s2
-    stages = [str(s0), str(s1), *(str(c) for c in curriculum), str(s2)]
+    stages = [str(p) for p in (*first, *curriculum, s2)]
     if cfg.dpo:
         lm_dir = cfg.dpo.get("lm_dir") or cfg.stage2.get("lm_dir")
         preferences = mine_once(s2, Path(data), cfg.dpo_mine, out / "preferences.jsonl", lm_dir=lm_dir)

@@ -80,6 +80,32 @@ def test_pipeline_dpo_stage_learns_from_the_stage2_models_mistakes(tiny_builtin:
     assert any(not torch.equal(dpo[k], stage2[k]) for k in dpo)
 
 
+def test_pipeline_continues_trained_parts_instead_of_stages_0_and_1(
+    tiny_builtin: tuple[Path, Path], tiny_data: Path, tiny_lm: Path, tmp_path: Path
+) -> None:
+    weights, _ = tiny_builtin
+    stage = {"max_steps": 1, "batch_size": 2, "lm_dir": str(tiny_lm)}
+    values = {
+        "out_dir": str(tmp_path / "more"),
+        "data_dir": str(tiny_data),
+        "start_from": str(weights),
+        "stage2_curriculum": [{**stage, "templates": ["existence", "laterality"], "loss_per": "example"}],
+        "stage2": stage,
+    }
+    exported = run_pipeline(build(BuiltinPipelineConfig, values))
+    out = tmp_path / "more"
+    assert not (out / "stage0").exists() and not (out / "stage1").exists()
+    resolved = yaml.safe_load((out / "stage2a" / "final" / "config.yaml").read_text())
+    assert resolved["init_from"] == str(weights)
+    spec = json.loads((exported / "parts.json").read_text())
+    assert spec["extra"]["stages"][0] == str(weights) and len(spec["extra"]["stages"]) == 3
+    before = load_file(str(weights / "adapter" / "adapter_model.safetensors"))
+    after = load_file(str(out / "stage2a" / "final" / "adapter" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()  # the shipped adapter was continued, not replaced
+    with pytest.raises(ValueError, match="start_from"):
+        build(BuiltinPipelineConfig, {**values, "start_from": str(tmp_path)})
+
+
 def test_pipeline_skips_finished_stages(
     tiny_builtin: tuple[Path, Path], tiny_data: Path, tiny_lm: Path
 ) -> None:
