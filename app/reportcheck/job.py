@@ -150,8 +150,16 @@ def _load_views(path: Path, key: PseudonymKey) -> list[Any]:
 
 def _image_json(image: ImageCheck | None) -> dict[str, Any]:
     if image is None:
-        return {"mode": "none", "refused": False, "answers": []}
-    return {"mode": image.mode, "refused": image.refused, "answers": [a.as_json() for a in image.answers]}
+        return {"mode": "none", "refused": False, "answers": []}  # rules only
+    used = [a for a in image.answers if not a.refused and not a.abstained]
+    return {
+        "mode": image.mode,
+        "refused": image.refused,
+        "grounded_answers": sum(a.grounded is True for a in used),
+        "ungrounded_answers": sum(a.grounded is False for a in used),
+        "abstained_answers": sum(a.abstained for a in image.answers),
+        "answers": [a.as_json() for a in image.answers],
+    }
 
 
 def check_study(

@@ -125,6 +125,7 @@ def test_batch_end_to_end_without_phi(
     assert acc["verdict"] == "error" and acc["error_types"] == ["negation_flip"]
     (image,) = acc["evidence"]
     assert image["source"] == "image" and image["finding"] == "pleural_effusion" and image["grounded"] is True
+    assert acc["image_check"]["grounded_answers"] == 8 and acc["image_check"]["ungrounded_answers"] == 0
 
     ct = by_row[3]
     assert ct["status"] == "checked" and ct["image_check"]["refused"] and not ct["image_checked"]
