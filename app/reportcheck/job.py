@@ -199,8 +199,12 @@ def check_study(
         except MedVLMError as e:
             raise StudyFailure(f"the model failed: {scrub_names(one_sentence(e), path)}") from e
     verdict = combine(consistency, image)
+    # The DICOM study's own pseudonym (from its StudyInstanceUID, as ingest and the web app give
+    # it): the database files the checks under it, beside the study's other interactions.
+    dicom_id = next((str(v.study_id) for v in views if getattr(v, "study_id", None)), None)
     record: dict[str, Any] = {
         "study_id": sid,
+        "dicom_study_id": dicom_id,
         "row": entry.row,
         "status": "checked",
         "verdict": verdict.verdict,
@@ -220,7 +224,7 @@ def check_study(
     }
     if recorder is not None:
         try:
-            record["audit"] = {"recorded": recorder.record(sid, consistency, image)}
+            record["audit"] = {"recorded": recorder.record(dicom_id or sid, consistency, image)}
         except StoreError as e:
             logger.warning("row %d (%s): recording in the database failed", entry.row, sid)
             record["audit"] = {"recorded": 0, "error": str(e)}

@@ -120,6 +120,8 @@ def test_batch_end_to_end_without_phi(
     assert john["model"] == "scripted@0123456789ab" and john["adapter"] == "adapter@ba9876543210"
     assert john["synthetic_only_model"] is True and "synthetic" in john["notice"]
     assert john["views"] and "CR" in john["views"][0] and john["audit"] == {"recorded": 9}
+    # Both chest studies hold the same real file: one DICOM study id, two export ids.
+    assert john["dicom_study_id"].startswith("S-") and john["dicom_study_id"] == by_row[2]["dicom_study_id"]
 
     acc = by_row[2]
     assert acc["verdict"] == "error" and acc["error_types"] == ["negation_flip"]
