@@ -23,7 +23,9 @@ from data_prep.pseudonym import PseudonymKey, study_pseudonym
 STUDY_KEYS: tuple[str, ...] = ("study", "study_folder", "folder")
 REPORT_KEYS: tuple[str, ...] = ("report", "report_text", "text")
 MAX_REPORT_CHARS = 6_000  # the Store keeps texts of up to 8,000 characters, question included
-_ABS_PATH = re.compile(r"(?:[A-Za-z]:)?[\\/][^\s'\"]+")
+# An absolute path: a separator not inside a word, then at least one more separator
+# ("/data/x/a.dcm", "C:\\x\\a.dcm"), never a window such as "C15000/W30000".
+_ABS_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s'\"\\/]+[\\/])+[^\s'\"]*")
 
 
 class ReportsFileError(Exception):
