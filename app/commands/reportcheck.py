@@ -124,13 +124,8 @@ def build_checker(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def check_reports_handler(args: argparse.Namespace) -> int:
     """Run ``medvlm check-reports``: inputs, key, results file, database, model; the batch; the summary."""
-    from app.commands import model as model_cmd
-    from app.commands.db import database_url
-    from app.commands.web import StartError
-    from app.reportcheck.audit import open_recorder
-    from app.reportcheck.inputs import ReportsFileError, read_reports, study_id
-    from app.reportcheck.job import JobError, ModelMeta, ResultsFile, run_job, summarize
-    from app.store import StoreError
+    from app.reportcheck.inputs import ReportsFileError, read_reports
+    from app.reportcheck.job import JobError, ResultsFile
     from data_prep.errors import PseudonymKeyError
     from data_prep.pseudonym import resolve_key
 
@@ -139,14 +134,33 @@ def check_reports_handler(args: argparse.Namespace) -> int:
     try:
         entries = read_reports(args.reports)
         key = resolve_key()
-        results = ResultsFile(args.out)
-        done = results.prepare(resume=args.resume)
     except ReportsFileError as e:
         return _fail(str(e))
     except PseudonymKeyError as e:
         return _fail(f"the pseudonym key: {e}")
+    results = ResultsFile(args.out)
+    try:
+        with results.lock():
+            return _locked_run(args, entries, key, results)
     except JobError as e:
         return _fail(str(e), 2)
+
+
+def _locked_run(args: argparse.Namespace, entries: list[Any], key: Any, results: Any) -> int:
+    """The run, with the results file locked: done ids, database, model, the batch, the summary.
+
+    Raises:
+        JobError: when the results file already holds results and ``--resume`` was not given.
+    """
+    from app.commands import model as model_cmd
+    from app.commands.db import database_url
+    from app.commands.web import StartError
+    from app.reportcheck.audit import open_recorder
+    from app.reportcheck.inputs import study_id
+    from app.reportcheck.job import ModelMeta, run_job, summarize
+    from app.store import StoreError
+
+    done = results.prepare(resume=args.resume)
     pending = any(study_id(key, e) not in done for e in entries)
     try:
         recorder = None if args.no_db else open_recorder(database_url(args.db_url), key)

@@ -10,11 +10,13 @@ pseudonymous id and their row in the reports file.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +76,27 @@ class ResultsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive advisory lock on the file (created when absent) for one run.
+
+        Raises:
+            JobError: when another run holds it, or the file cannot be created.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise JobError(f"the results file cannot be created ({type(e).__name__})") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise JobError("another check-reports run is writing this results file") from e
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def prepare(self, *, resume: bool) -> set[str]:
         """Check the file may be written, repair an incomplete last line, and return the done ids.

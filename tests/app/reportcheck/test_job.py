@@ -179,6 +179,17 @@ def test_resume_skips_done_studies_and_repairs_a_cut_line(
     assert len(_records(export["out"])) == 7
 
 
+def test_a_second_run_on_the_same_results_file_is_refused(
+    export: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.reportcheck.job import ResultsFile
+
+    with ResultsFile(export["out"]).lock():
+        assert _run(export, "--resume", "--no-db", "--image-check", "none") == 2
+    assert "another check-reports run" in capsys.readouterr().err
+    assert _run(export, "--resume", "--no-db", "--image-check", "none") == 1  # released: it runs
+
+
 def test_csv_reports_and_text_summary(
     export: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -207,3 +218,29 @@ def test_unreadable_inputs_are_one_sentence(
     assert _run(export, "--no-db") == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "study column" in err
+
+
+@pytest.mark.slow
+def test_builtin_model_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real built-in model (prepared under $MEDVLM_HOME; about 20 s once prepared) on a CR and a CT."""
+    monkeypatch.setenv("MEDVLM_PSEUDONYM_KEY", SITE_KEY)
+    studies = tmp_path / "export"
+    for folder, name in (("DOE^JOHN", "RG1_UNCR.dcm"), ("CT-0001", "CT_small.dcm")):
+        (studies / folder).mkdir(parents=True)
+        shutil.copy(_real(name), studies / folder / "image.dcm")
+    reports = tmp_path / "reports.jsonl"
+    reports.write_text(
+        json.dumps({"study": "DOE^JOHN", "report": LATERALITY})
+        + "\n"
+        + json.dumps({"study": "CT-0001", "report": NORMAL})
+        + "\n"
+    )
+    out = tmp_path / "results.jsonl"
+    argv = ["check-reports", "--studies", str(studies), "--reports", str(reports), "--out", str(out)]
+    assert main([*argv, "--no-db", "--image-check", "both"]) == 0
+    cr, ct = _records(out)
+    assert cr["model"].startswith("builtin-") and cr["synthetic_only_model"] and "synthetic" in cr["notice"]
+    assert cr["image_checked"] and len(cr["image_check"]["answers"]) == 9 and cr["has_error"]
+    assert all(a["grounded"] in (True, False) for a in cr["image_check"]["answers"])
+    assert ct["image_check"]["refused"] and not ct["image_checked"]  # outside the built-in model's scope
+    assert "DOE" not in out.read_text()
