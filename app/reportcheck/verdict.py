@@ -19,7 +19,7 @@ abstained or refused answer counts for nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -29,7 +29,7 @@ from data_prep.phantoms.phrases import with_article
 from data_prep.phantoms.report_errors import ERROR_TYPES
 from medvlm.assistant import Assistant
 from medvlm.grounding import answer_polarity
-from medvlm.schema import Answer, GenerationSettings
+from medvlm.schema import Answer, AskRequest, GenerationSettings, KnowledgeFact
 
 ImageMode = Literal["findings", "report", "both", "none"]
 Verdict = Literal["error", "possible_error", "no_error"]
@@ -214,7 +214,7 @@ class ImageChecker:
     assistant: Assistant
     settings: GenerationSettings
     mode: ImageMode
-    request_builder: Any
+    request_builder: Callable[[list[Any], str, list[KnowledgeFact]], AskRequest]
     findings: tuple[str, ...] = CHEST_FINDINGS
 
     def check(self, views: list[Any], report: ParsedReport) -> ImageCheck:
