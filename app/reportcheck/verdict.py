@@ -19,29 +19,20 @@ abstained or refused answer counts for nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from app.reportcheck.consistency import ConsistencyResult, ParsedReport, Sentence
 from app.store.scrub import scrub
 from data_prep.phantoms.phrases import with_article
-from data_prep.phantoms.report_errors import ERROR_TYPES
+from data_prep.phantoms.report_verdict import NO_ERROR, REPORTCHECK_QUESTION, parse_report_verdict
 from medvlm.assistant import Assistant
 from medvlm.grounding import answer_polarity
 from medvlm.schema import Answer, AskRequest, GenerationSettings, KnowledgeFact
 
 ImageMode = Literal["findings", "report", "both", "none"]
 Verdict = Literal["error", "possible_error", "no_error"]
-NO_ERROR: Final = "no_error"
-# The same text as training.eval.runner.REPORTCHECK_QUESTION (app may not import training; a test
-# keeps the two equal), so the model is asked exactly what it was evaluated on.
-REPORTCHECK_QUESTION: Final = (
-    "Here is the radiology report for this image:\n{report}\n"
-    "Does the report contain an error? Answer yes or no. If yes, name the error type: "
-    + ", ".join(t.replace("_", " ") for t in ERROR_TYPES)
-    + "."
-)
 # Chest-radiograph findings asked about one by one (catalogue ids of the phantoms and the graph).
 CHEST_FINDINGS: Final = (
     "pleural_effusion",
@@ -53,40 +44,11 @@ CHEST_FINDINGS: Final = (
     "pulmonary_edema",
     "cardiomegaly",
 )
-_ERROR_WORDS = re.compile(r"\b(error|errors|incorrect|wrong|mistake|inconsistent|contradict\w*)\b")
 
 
 def finding_question(finding: str) -> str:
     """The yes/no existence question for a finding, worded as in the phantoms' VQA."""
     return f"Is there {with_article(finding)}?"
-
-
-def _normalize(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9 ]+", " ", text.lower().replace("_", " ")).split())
-
-
-def parse_report_verdict(answer: str, error_types: Sequence[str] = ERROR_TYPES) -> tuple[bool, str]:
-    """Parse a free-text report-check answer into (has_error, error_type).
-
-    The same reading as ``training.eval.metrics.parse_report_verdict`` (a test compares them):
-    "yes"/"error"/"wrong" claims an error unless the answer opens with "no error"; the type is the
-    first of ``error_types`` named; "unknown" when none is.
-
-    Returns:
-        The verdict and the type (``"no_error"`` when no error).
-    """
-    text = _normalize(answer)
-    if not text:
-        return False, NO_ERROR
-    claims = bool(_ERROR_WORDS.search(text)) and not re.match(r"^(no error|no errors|error free)\b", text)
-    if not claims and text.split()[0] == "yes":
-        claims = True
-    if not claims:
-        return False, NO_ERROR
-    for kind in error_types:
-        if _normalize(kind) in text:
-            return True, kind
-    return True, "unknown"
 
 
 @dataclass(frozen=True)

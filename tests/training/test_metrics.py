@@ -12,7 +12,6 @@ from training.eval.metrics import (
     macro_f1,
     open_recall,
     paired_accuracy,
-    parse_report_verdict,
     reportcheck_metrics,
     token_f1,
     vqa_metrics,
@@ -76,26 +75,6 @@ def test_paired_accuracy_needs_both_right() -> None:
     always_yes = [("a", True), ("a", False), ("b", True), ("b", False)]
     assert paired_accuracy(always_yes)[0] == 0.0
     assert math.isnan(paired_accuracy([])[0])
-
-
-TYPES = ("wrong_laterality", "omitted_finding", "negation_flip")
-
-
-@pytest.mark.parametrize(
-    ("answer", "expected"),
-    [
-        ("No.", (False, "no_error")),
-        ("no error", (False, "no_error")),
-        ("The report is correct.", (False, "no_error")),
-        ("Yes.", (True, "unknown")),
-        ("Yes, wrong laterality.", (True, "wrong_laterality")),
-        ("error: negation flip", (True, "negation_flip")),
-        ("The report contains an error (omitted finding).", (True, "omitted_finding")),
-        ("", (False, "no_error")),
-    ],
-)
-def test_parse_report_verdict(answer: str, expected: tuple[bool, str]) -> None:
-    assert parse_report_verdict(answer, TYPES) == expected
 
 
 def test_macro_f1_and_reportcheck() -> None:

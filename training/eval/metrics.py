@@ -7,12 +7,12 @@
 - Probes: ProbMed paired accuracy (Yan et al., 2024): a pair counts only when every question of the
   pair (the true and the adversarial one) is answered right.
 - Report checking: SIMPLE accuracy (error / no error) and COMPLEX macro-F1 over error types
-  (ReXErr-style), both from a free-text answer parsed by :func:`parse_report_verdict`.
+  (ReXErr-style), both from a free-text answer parsed by
+  :func:`data_prep.phantoms.report_verdict.parse_report_verdict`.
 """
 
 from __future__ import annotations
 
-import re
 import string
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -163,40 +163,6 @@ def paired_accuracy(results: Iterable[tuple[str, bool]]) -> tuple[float, int]:
     if not pairs:
         return float("nan"), 0
     return sum(pairs.values()) / len(pairs), len(pairs)
-
-
-_ERROR_WORDS = re.compile(r"\b(error|errors|incorrect|wrong|mistake|inconsistent|contradict\w*)\b")
-_NO_ERROR = re.compile(r"\b(no error|no errors|error free|correct|consistent|accurate|no mistake|no)\b")
-
-
-def parse_report_verdict(answer: str, error_types: Sequence[str]) -> tuple[bool, str]:
-    """Parse a free-text report-check answer into (has_error, error_type).
-
-    ``error: laterality`` → (True, "laterality"); ``no error`` → (False, "no_error"). The error type
-    is the first of ``error_types`` named in the answer (underscores read as spaces); "unknown" when
-    an error is claimed without a recognised type.
-
-    Args:
-        answer: the model's answer.
-        error_types: the known error types.
-
-    Returns:
-        The verdict and the type (``"no_error"`` when no error).
-    """
-    text = normalize(answer)
-    if not text:
-        return False, NO_ERROR
-    claims_error = bool(_ERROR_WORDS.search(text)) and not re.match(
-        r"^(no error|no errors|error free)\b", text
-    )
-    if not claims_error and text.split()[0] in ("yes",):
-        claims_error = True
-    if not claims_error:
-        return False, NO_ERROR
-    for kind in error_types:
-        if normalize(kind.replace("_", " ")) in text:
-            return True, kind
-    return True, "unknown"
 
 
 def macro_f1(predicted: Sequence[str], reference: Sequence[str]) -> float:

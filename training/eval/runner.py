@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from data_prep.phantoms.report_errors import ERROR_TYPES
+from data_prep.phantoms.report_verdict import REPORTCHECK_QUESTION, parse_report_verdict
 from training.batching import chat_prompt
 from training.data import DataError, QAExample, read_jsonl, split_file
 from training.eval.datasets import EVAL_SPLIT, held_out_split, load_probes, load_vqa
@@ -23,7 +24,6 @@ from training.eval.metrics import (
     Scored,
     closed_correct,
     paired_accuracy,
-    parse_report_verdict,
     reportcheck_metrics,
     vqa_metrics,
 )
@@ -31,12 +31,6 @@ from training.eval.metrics import (
 logger = logging.getLogger(__name__)
 
 REPORT_ERROR_TYPES = ERROR_TYPES  # the injector's types: the scorer must name the same ones
-REPORTCHECK_QUESTION = (
-    "Here is the radiology report for this image:\n{report}\n"
-    "Does the report contain an error? Answer yes or no. If yes, name the error type: "
-    + ", ".join(t.replace("_", " ") for t in REPORT_ERROR_TYPES)
-    + "."
-)
 
 
 @dataclass
