@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup assets run app test lint clean
+.PHONY: setup assets run app ask test lint clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,17 +27,20 @@ setup: $(VENV)/.installed
 assets: setup
 	$(VENV)/bin/medvlm builtin prepare
 
-# The main job, for now: the CLI answers a question about a real bundled chest radiograph
+# The main job: the clinician web app on http://127.0.0.1:7860 with the embedded SQLite database
+# under $MEDVLM_HOME (created on first start) and the built-in model (docs/APP.md); Ctrl-C stops it.
+run: assets
+	$(VENV)/bin/medvlm app
+
+app: run
+
+# One answer on the command line: a question about a real bundled chest radiograph
 # (pydicom-data's RG1_UNCR.dcm) with the built-in model.
 BUNDLED_STUDY = $$($(PY) -c 'from pydicom.data import get_testdata_file; print(get_testdata_file("RG1_UNCR.dcm"))')
 QUESTION ?= Is there a pleural effusion?
 
-run: assets
+ask: assets
 	$(VENV)/bin/medvlm ask "$(BUNDLED_STUDY)" "$(QUESTION)"
-
-# The clinician web app on http://127.0.0.1:7860 (docs/APP.md); Ctrl-C stops it.
-app: assets
-	$(VENV)/bin/medvlm app
 
 lint: setup
 	$(VENV)/bin/ruff check .
