@@ -28,6 +28,10 @@ from training.eval.metrics import (
         ("", "no", (), False),
         ("B) cardiomegaly", "B", (), True),
         ("A", "B", (), False),
+        ("A", "A", (), True),  # "a" is also an article: the letter is read before articles are dropped
+        ("a) pleural effusion", "A", (), True),
+        ("B", "A", (), False),
+        ("", "A", (), False),
         ("left", "left", ("left", "right"), True),
         ("on the left side", "left", ("left", "right"), True),
         ("left or right", "left", ("left", "right"), False),

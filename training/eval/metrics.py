@@ -51,6 +51,10 @@ def closed_correct(prediction: str, reference: str, options: Sequence[str] = ())
     Returns:
         True when correct.
     """
+    letter = reference.strip()
+    if len(letter) == 1 and letter.isalpha():  # an option letter: before normalize(), which drops "a"
+        first = prediction.lower().translate(_PUNCT).split()
+        return bool(first) and first[0] == letter.lower()
     pred, ref = normalize(prediction), normalize(reference)
     if not pred:
         return False
@@ -64,8 +68,6 @@ def closed_correct(prediction: str, reference: str, options: Sequence[str] = ())
             if word in NO_WORDS:
                 return ref == "no"
         return False
-    if len(ref) == 1 and ref.isalpha():
-        return words[0] == ref
     if f" {ref} " not in f" {pred} ":
         return False
     others = [normalize(o) for o in options if normalize(o) != ref]
