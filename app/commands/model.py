@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -308,7 +309,6 @@ def retrieve_facts(question: str, limit: int = MAX_FACTS) -> list[KnowledgeFact]
         StepError: when the knowledge graph is missing or broken (the caller answers without
             facts and says so).
     """
-    from medvlm import KnowledgeFact
 
     try:
         from knowledge_graph.retriever import Retriever
@@ -319,10 +319,27 @@ def retrieve_facts(question: str, limit: int = MAX_FACTS) -> list[KnowledgeFact]
     except Exception as e:  # KgError and index/embedder failures: degrade, never block the answer
         logger.info("knowledge retrieval failed", exc_info=True)
         raise StepError(f"knowledge retrieval failed ({type(e).__name__}); answered without facts") from e
+    return citable_facts(retrieval.facts, limit)
+
+
+def citable_facts(retrieved: Sequence[Any], limit: int = MAX_FACTS) -> list[KnowledgeFact]:
+    """The model layer's facts from a retrieval's facts, with unique, citable ids.
+
+    One node has several facts (definition, appearance, ...): the first keeps the node id, the next
+    get ``node:relation`` (and a prime when even that repeats).
+
+    Args:
+        retrieved: ``Retrieval.facts`` (items with ``node``, ``relation``, ``text`` and ``source``).
+        limit: the most facts kept.
+
+    Returns:
+        Up to ``limit`` facts.
+    """
+    from medvlm import KnowledgeFact
+
     facts: list[KnowledgeFact] = []
     seen: set[str] = set()
-    for f in retrieval.facts[:limit]:
-        # One node has several facts (definition, appearance, ...): ids stay unique and citable.
+    for f in retrieved[:limit]:
         fact_id = str(f.node) if str(f.node) not in seen else f"{f.node}:{f.relation}"
         while fact_id in seen:
             fact_id += "'"

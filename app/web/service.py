@@ -76,20 +76,10 @@ def facts_from_retriever(retriever: object, limit: int = 8) -> FactSource:
     Returns:
         The fact source.
     """
-    from medvlm import KnowledgeFact
+    from app.commands.model import citable_facts
 
     def facts(question: str) -> list[KnowledgeFact]:
-        retrieval = retriever.retrieve(question, k=5)  # type: ignore[attr-defined]
-        out: list[KnowledgeFact] = []
-        seen: set[str] = set()
-        for f in retrieval.facts[:limit]:
-            # One node has several facts (definition, appearance, ...): ids stay unique.
-            fact_id = str(f.node) if str(f.node) not in seen else f"{f.node}:{f.relation}"
-            while fact_id in seen:
-                fact_id += "'"
-            seen.add(fact_id)
-            out.append(KnowledgeFact(fact_id=fact_id, text=str(f.text), source=str(f.source)))
-        return out
+        return citable_facts(retriever.retrieve(question, k=5).facts, limit)  # type: ignore[attr-defined]
 
     return facts
 
