@@ -248,3 +248,27 @@ def test_diagnose_reports_image_use(
     result = json.loads(capsys.readouterr().out)
     assert result["n"] <= 4 and 0.0 <= result["accuracy_image"] <= 1.0
     assert result["token_embedding_norm_mean"] > 0
+
+
+def test_template_check_on_val(
+    tiny_builtin: tuple[Path, Path],
+    tiny_data: Path,
+    tiny_lm: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.medvlm.test_builtin import _seed_lm
+    from training.template_check import main as template_check
+
+    weights, _ = tiny_builtin
+    _seed_lm(tmp_path / "home", tiny_lm)
+    monkeypatch.setenv("MEDVLM_HOME", str(tmp_path / "home"))
+    assert template_check(["--model", str(weights), "--data", str(tiny_data), "--n", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["split"] == "val" and out["probe"] and out["vqa"]
+    for scores in out["probe"].values():
+        assert 0.0 <= scores["accuracy"] <= 1.0 and 0.0 <= scores["blank_yes_rate"] <= 1.0
+    assert all(1 <= v["n"] <= 2 for v in out["vqa"].values())
+    assert template_check(["--model", str(weights), "--data", str(tiny_data), "--n", "1"]) == 0
+    assert "vqa " in capsys.readouterr().out
