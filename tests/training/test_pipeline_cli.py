@@ -148,15 +148,22 @@ def test_eval_probe_and_vqa_json(
     assert "| closed_accuracy |" in capsys.readouterr().out
 
 
+@pytest.fixture
+def tiny_home(tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``MEDVLM_HOME`` whose converted LM is the tiny one, so built-in parts assemble against it."""
+    from tests.medvlm.test_builtin import _seed_lm
+
+    _seed_lm(tmp_path / "home", tiny_lm)
+    monkeypatch.setenv("MEDVLM_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
 def test_eval_on_the_val_split_for_choosing_candidates(
     tiny_builtin: tuple[Path, Path],
     tiny_data: Path,
-    tiny_lm: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    tiny_home: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tests.medvlm.test_builtin import _seed_lm
     from training.data import read_jsonl
     from training.eval.datasets import load_probes, load_vqa
 
@@ -166,8 +173,6 @@ def test_eval_on_the_val_split_for_choosing_candidates(
     assert {e.id for e in load_vqa(tiny_data)}.isdisjoint(val_ids)  # test by default
     assert all(p[2].image is not None and p[2].image.is_file() for p in load_probes(tiny_data, "val"))
     # a folder of built-in parts (the exported weights) is a model too, assembled under MEDVLM_HOME
-    _seed_lm(tmp_path / "home", tiny_lm)
-    monkeypatch.setenv("MEDVLM_HOME", str(tmp_path / "home"))
     args = ["--model", str(weights), "--data", str(tiny_data), "--split", "val", "--json", "--limit", "2"]
     assert main(["eval", "probe", *args]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -251,19 +256,11 @@ def test_diagnose_reports_image_use(
 
 
 def test_template_check_on_val(
-    tiny_builtin: tuple[Path, Path],
-    tiny_data: Path,
-    tiny_lm: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    tiny_builtin: tuple[Path, Path], tiny_data: Path, tiny_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.medvlm.test_builtin import _seed_lm
     from training.template_check import main as template_check
 
     weights, _ = tiny_builtin
-    _seed_lm(tmp_path / "home", tiny_lm)
-    monkeypatch.setenv("MEDVLM_HOME", str(tmp_path / "home"))
     assert template_check(["--model", str(weights), "--data", str(tiny_data), "--n", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["split"] == "val" and out["probe"] and out["vqa"]
