@@ -169,7 +169,7 @@ def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
     save_resolved(cfg, out)
     data = str(generate_data(cfg))
     common = {"data_dir": data}
-    first: list[Path] = []
+    first: list[Path]
     if cfg.start_from is None:
         s0 = _run_stage(
             "stage0",
