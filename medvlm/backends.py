@@ -18,6 +18,7 @@ import torch
 from medvlm.grounding import (
     ContrastiveLogitsProcessor,
     UnconditionedScorer,
+    verdict_step,
     yes_no_probs,
     yes_no_token_ids,
 )
@@ -26,8 +27,6 @@ from medvlm.processing import ChatPrompt, without_images
 from medvlm.schema import Generation, GenerationSettings, ModelInfo
 
 logger = logging.getLogger(__name__)
-
-YES_NO_LOOKAHEAD = 3  # the yes/no step is the first of the first 3 generated tokens that is yes or no
 
 
 @runtime_checkable
@@ -144,8 +143,8 @@ class InProcessBackend:
             prompts: the prompts (batched together, left-padded).
             settings: decoding settings; ``contrastive_alpha > 0`` adds visual contrastive decoding.
             yes_no: also return the yes/no probability mass at the answer's yes/no token (from the
-                logits with the image, before contrastive decoding); None when none of the first
-                ``YES_NO_LOOKAHEAD`` generated tokens is yes or no.
+                logits with the image, before contrastive decoding); None when the answer states no
+                verdict (:func:`medvlm.grounding.verdict_step`).
 
         Returns:
             One ``Generation`` per prompt, in order.
@@ -155,7 +154,7 @@ class InProcessBackend:
         results = []
         for row, text in enumerate(texts):
             yes = no = None
-            step = self._yes_no_step(new_tokens[row]) if yes_no and step_logits else None
+            step = self._yes_no_step(new_tokens[row], text) if yes_no and step_logits else None
             if step is not None:
                 yes, no = yes_no_probs(step_logits[step][row], *self._yes_no_ids)
             results.append(Generation(text=text.strip(), yes_prob=yes, no_prob=no))
@@ -195,13 +194,10 @@ class InProcessBackend:
         text = self.loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)[0].strip()
         return Generation(text=text), content
 
-    def _yes_no_step(self, tokens: torch.Tensor) -> int | None:
-        """The first of the first generated tokens that is yes or no; None when there is none."""
+    def _yes_no_step(self, tokens: torch.Tensor, text: str) -> int | None:
+        """The step of the answer's yes/no verdict token (:func:`medvlm.grounding.verdict_step`)."""
         wanted = set(self._yes_no_ids[0]) | set(self._yes_no_ids[1])
-        for step, token in enumerate(tokens[:YES_NO_LOOKAHEAD].tolist()):
-            if token in wanted:
-                return step
-        return None
+        return verdict_step([token in wanted for token in tokens.tolist()], text)
 
     def stream(self, prompt: ChatPrompt, settings: GenerationSettings) -> Iterator[str]:
         """Yield text chunks of the answer as they are decoded (``TextIteratorStreamer``).

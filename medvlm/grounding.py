@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,6 +26,10 @@ _CACHE_KWARG = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else 
 
 YES_WORDS = ("yes",)
 NO_WORDS = ("no",)
+YES_NO_LOOKAHEAD = 3  # a yes/no answer's verdict is the first yes/no among its first 3 tokens or words
+# ... or a reasoned answer's last clause: "It is on the patient's right, so no." (the built-in model
+# reads an attribute off before checking a stated one, training.data.reasoned)
+_REASONED_VERDICT = re.compile(r"\bso\s+(yes|no)\W*$", re.IGNORECASE)
 _YES_NO_QUESTION = re.compile(
     r"^\s*(is|are|was|were|does|do|did|has|have|had|can|could|should|will|would|may|might|must)\b",
     re.IGNORECASE,
@@ -167,19 +171,42 @@ def yes_no_confidence(yes_prob: float | None, no_prob: float | None) -> float | 
     return max(yes_prob, no_prob) / (yes_prob + no_prob)
 
 
-def answer_polarity(text: str, lookahead: int = 3) -> str | None:
-    """The polarity an answer states: ``yes`` or ``no`` when one of its first words is that word.
+def answer_polarity(text: str, lookahead: int = YES_NO_LOOKAHEAD) -> str | None:
+    """The polarity an answer states: a yes/no among its first words, or a reasoned verdict.
 
     Args:
         text: the generated answer.
         lookahead: how many leading words to search (the yes/no token is searched as far).
 
     Returns:
-        ``"yes"``, ``"no"``, or None when neither word opens the answer.
+        ``"yes"`` or ``"no"`` when one of the first words is that word, or when the answer ends
+        "..., so yes." / "..., so no."; None otherwise.
     """
     for word in normalise_answer(text).split()[:lookahead]:
         if word in ("yes", "no"):
             return word
+    reasoned = _REASONED_VERDICT.search(text)
+    return reasoned.group(1).lower() if reasoned else None
+
+
+def verdict_step(is_yes_no: Sequence[bool], text: str, lookahead: int = YES_NO_LOOKAHEAD) -> int | None:
+    """Which generated token carries the answer's yes/no verdict (see :func:`answer_polarity`).
+
+    Args:
+        is_yes_no: per generated token, whether it is a yes or no token.
+        text: the decoded answer.
+        lookahead: how many leading tokens may open the answer with the verdict.
+
+    Returns:
+        The first yes/no token among the first ``lookahead``; else, for a reasoned answer ("..., so
+        no."), the last yes/no token; None when the answer states no verdict.
+    """
+    for step, flag in enumerate(is_yes_no[:lookahead]):
+        if flag:
+            return step
+    if _REASONED_VERDICT.search(text):
+        last = [step for step, flag in enumerate(is_yes_no) if flag]
+        return last[-1] if last else None
     return None
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from medvlm.errors import BackendError
+from medvlm.grounding import verdict_step
 from medvlm.openai_format import prompt_to_messages
 from medvlm.processing import ChatPrompt
 from medvlm.schema import Generation, GenerationSettings, ModelInfo
@@ -23,7 +24,6 @@ from medvlm.schema import Generation, GenerationSettings, ModelInfo
 logger = logging.getLogger(__name__)
 
 TOP_LOGPROBS = 20
-YES_NO_LOOKAHEAD = 3
 
 
 class HTTPBackend:
@@ -132,7 +132,7 @@ class HTTPBackend:
                 text = str(choice["message"]["content"] or "")
             except (KeyError, IndexError, TypeError) as e:
                 raise BackendError(f"model server at {self.base_url} sent no choices ({e})") from e
-            yes, no = _yes_no_from_logprobs(choice.get("logprobs")) if yes_no else (None, None)
+            yes, no = _yes_no_from_logprobs(choice.get("logprobs"), text) if yes_no else (None, None)
             results.append(Generation(text=text.strip(), yes_prob=yes, no_prob=no))
         return results
 
@@ -160,14 +160,11 @@ class HTTPBackend:
                 raise BackendError(f"the stream from {self.base_url} broke off ({e})") from e
 
 
-def _yes_no_from_logprobs(logprobs: Any) -> tuple[float | None, float | None]:
+def _yes_no_from_logprobs(logprobs: Any, text: str) -> tuple[float | None, float | None]:
     content = (logprobs or {}).get("content") or []
     if not content:
         return None, None
-    step = next(
-        (i for i, e in enumerate(content[:YES_NO_LOOKAHEAD]) if _word(e.get("token", "")) in ("yes", "no")),
-        None,
-    )
+    step = verdict_step([_word(e.get("token", "")) in ("yes", "no") for e in content], text)
     if step is None:  # no yes/no token: a confidence would belong to another word
         return None, None
     yes = no = 0.0

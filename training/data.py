@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,8 @@ class QAExample:
         template: the question template or category (``existence``, ``laterality``, ...).
         id: the record id.
         options: answer options for closed questions, when known.
+        evidence: for a yes/no question about a stated attribute, what the image shows, completing
+            "It is ..." (``"on the patient's left"``); empty otherwise.
     """
 
     image: Path | None
@@ -60,6 +62,7 @@ class QAExample:
     template: str = ""
     id: str = ""
     options: tuple[str, ...] = ()
+    evidence: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,24 @@ def qa_from_record(record: dict[str, Any], root: Path) -> QAExample:
         template=str(record.get("template", record.get("category", ""))),
         id=str(record.get("id", "")),
         options=tuple(str(o) for o in record.get("options", ()) or ()),
+        evidence=str(record.get("evidence", "") or ""),
     )
+
+
+def reasoned(example: QAExample) -> QAExample:
+    """The example with a reasoned answer when it has evidence: "It is on the patient's right, so no."
+
+    Why: a yes/no question about a stated attribute ("Is the effusion on the patient's left?") asks
+    the model to check the statement against the image, which no adapter learned here from bare
+    yes/no targets (docs/RESULTS.md), while reading the attribute off ("Which side?") was learned.
+    The reasoned answer makes the check a read-off followed by a comparison of two words in the
+    text; its verdict word ("yes"/"no") is what evaluation scores. Examples without evidence, or
+    whose answer is not yes/no, are returned unchanged.
+    """
+    answer = example.answer.strip().lower()
+    if not example.evidence or answer not in ("yes", "no"):
+        return example
+    return replace(example, answer=f"It is {example.evidence}, so {answer}.")
 
 
 def load_qa(data_dir: Path, split: str, names: Sequence[str] = ("vqa",)) -> list[QAExample]:

@@ -287,16 +287,31 @@ def questions(
     return out
 
 
-def _probe(pair: str, q: str, a: str, kind: str, cat: str, fid: str) -> dict[str, Any]:
-    return {"pair_id": pair, "question": q, "answer": a, "kind": kind, "category": cat, "finding": fid}
+def _probe(pair: str, q: str, a: str, kind: str, cat: str, fid: str, evidence: str) -> dict[str, Any]:
+    record = {"pair_id": pair, "question": q, "answer": a, "kind": kind, "category": cat, "finding": fid}
+    if evidence:
+        record["evidence"] = evidence
+    return record
 
 
 def _pair(
-    pair_id: str, true_q: str, false_q: str, category: str, finding: str, false_finding: str | None = None
+    pair_id: str,
+    true_q: str,
+    false_q: str,
+    category: str,
+    finding: str,
+    false_finding: str | None = None,
+    *,
+    evidence: str = "",
 ) -> list[dict[str, Any]]:
-    """A true record (gold "yes") and its adversarial twin (gold "no") under one ``pair_id``."""
+    """A true record (gold "yes") and its adversarial twin (gold "no") under one ``pair_id``.
+
+    ``evidence``, for attribute and position pairs, is what the image shows, in words that complete
+    "It is ...": ``"on the patient's left"``, ``"small"``, ``"in the upper zone"``. Both records carry
+    it, so a trainer can teach a reasoned answer (read the attribute off, then compare).
+    """
     return [
-        _probe(pair_id, true_q, "yes", "true", category, finding),
+        _probe(pair_id, true_q, "yes", "true", category, finding, evidence),
         _probe(
             pair_id,
             false_q,
@@ -304,6 +319,7 @@ def _pair(
             "adversarial",
             category,
             finding if false_finding is None else false_finding,
+            evidence,
         ),
     ]
 
@@ -326,20 +342,37 @@ def _finding_pairs(pid: str, f: Finding, absent: list[str], rng: np.random.Gener
     if lat in ("left", "right"):
         flip = "right" if lat == "left" else "left"
         q = f"Is the {name} on the patient's {{}}?"
-        out += _pair(f"{pid}a", q.format(lat), q.format(flip), "attribute", f.id)
+        out += _pair(
+            f"{pid}a", q.format(lat), q.format(flip), "attribute", f.id, evidence=f"on the patient's {lat}"
+        )
     if "severity" in at:
         flip = "large" if at["severity"] == "small" else "small"
         out += _pair(
-            f"{pid}s", f"Is the {name} {at['severity']}?", f"Is the {name} {flip}?", "attribute", f.id
+            f"{pid}s",
+            f"Is the {name} {at['severity']}?",
+            f"Is the {name} {flip}?",
+            "attribute",
+            f.id,
+            evidence=str(at["severity"]),
         )
     if "zone" in at:
         fake_zone = _pick(rng, [z for z in ("upper", "middle", "lower") if z != at["zone"]])
         q = f"Is the {name} in the {{}} zone?"
-        out += _pair(f"{pid}z", q.format(at["zone"]), q.format(fake_zone), "position", f.id)
+        out += _pair(
+            f"{pid}z",
+            q.format(at["zone"]),
+            q.format(fake_zone),
+            "position",
+            f.id,
+            evidence=f"in the {at['zone']} zone",
+        )
     if "lobe" in at:
         fake_lobe = _pick(rng, [v for k, v in LOBES.items() if k != at["lobe"]])
         q = f"Is the {name} in the {{}}?"
-        out += _pair(f"{pid}l", q.format(LOBES[str(at["lobe"])]), q.format(fake_lobe), "position", f.id)
+        lobe = LOBES[str(at["lobe"])]
+        out += _pair(
+            f"{pid}l", q.format(lobe), q.format(fake_lobe), "position", f.id, evidence=f"in the {lobe}"
+        )
     return out
 
 
@@ -359,7 +392,8 @@ def probe_pairs(
 
     Returns:
         Records with ``pair_id``, ``question``, ``answer``, ``kind`` ("true" | "adversarial"),
-        ``category`` ("modality" | "existence" | "attribute" | "position") and ``finding``.
+        ``category`` ("modality" | "existence" | "attribute" | "position") and ``finding``;
+        attribute and position records also ``evidence`` (see :func:`_pair`).
     """
     sid = spec.study_id
     other = _pick(rng, _OTHER_MODALITY[spec.kind])

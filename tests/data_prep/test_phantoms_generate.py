@@ -104,6 +104,14 @@ def test_layout_schemas_and_manifest(tmp_path: Path) -> None:
         assert sorted((p["kind"], p["answer"]) for p in members) == [("adversarial", "no"), ("true", "yes")]
     cats = {p["category"] for p in probes}
     assert {"existence", "attribute", "position"} <= cats
+    for members in pairs.values():  # attribute and position pairs say what the image shows
+        true = next(p for p in members if p["kind"] == "true")
+        if true["category"] in ("attribute", "position"):
+            assert {p["evidence"] for p in members} == {members[0]["evidence"]}
+            said = true["evidence"].removeprefix("on the patient's ").removeprefix("in the ")
+            assert said.removesuffix(" zone") in true["question"]
+        else:
+            assert all("evidence" not in p for p in members)
     total = sum(manifest["finding_counts"][s].get("normal", 0) for s in manifest["finding_counts"])
     normal = 0
     for path in tmp_path.glob("*/captions.jsonl"):

@@ -178,8 +178,11 @@ def test_yes_no_step_is_none_without_a_yes_no_token(llava: medvlm.LoadedModel) -
     tokenizer = llava.processor.tokenizer
     yes = backend._yes_no_ids[0][0]
     other = tokenizer.encode(" heart", add_special_tokens=False)[0]
-    assert backend._yes_no_step(torch.tensor([other, other, other, yes])) is None  # beyond lookahead
-    assert backend._yes_no_step(torch.tensor([other, yes, other])) == 1
+    assert backend._yes_no_step(torch.tensor([other, other, other, yes]), "heart heart heart yes") is None
+    assert backend._yes_no_step(torch.tensor([other, yes, other]), "heart yes heart") == 1
+    # a reasoned answer ("It is small, so yes.") has its verdict at the end, beyond the lookahead
+    reasoned = torch.tensor([other, other, other, other, yes, other])
+    assert backend._yes_no_step(reasoned, "It is small, so yes.") == 4
 
 
 def test_input_warnings_travel_to_the_answer() -> None:
@@ -209,3 +212,11 @@ def test_sampled_answers_are_ablated_greedily() -> None:
     answer = Assistant(backend).ask(request, medvlm.GenerationSettings(temperature=0.7))
     assert backend.temperatures == [0.7, 0.0] and [len(c) for c in backend.calls] == [1, 2]
     assert answer.raw_text == "A sampled answer." and answer.grounded is True
+
+
+def test_polarity_of_a_reasoned_answer() -> None:
+    assert answer_polarity("It is on the patient's right, so no.") == "no"
+    assert answer_polarity("It is in the upper zone, so Yes") == "yes"
+    assert answer_polarity("Yes, it is small.") == "yes"
+    assert answer_polarity("It is small and large.") is None
+    assert answer_polarity("The nodule is not so notable") is None

@@ -111,12 +111,17 @@ def test_yes_no_mass_from_openai_logprobs() -> None:
             },
         ]
     }
-    yes, no = _yes_no_from_logprobs(logprobs)
+    yes, no = _yes_no_from_logprobs(logprobs, "Yes")
     assert yes == pytest.approx(0.7) and no == pytest.approx(0.2)
     # No yes/no token among the first three: no mass at all (it used to fall back to token 1).
     entry = {"token": "The", "logprob": -0.1, "top_logprobs": [{"token": " Yes", "logprob": -2.0}]}
-    assert _yes_no_from_logprobs({"content": [entry] * 4}) == (None, None)
-    assert _yes_no_from_logprobs({"content": [entry, entry, logprobs["content"][0]]})[0] == pytest.approx(0.7)
+    assert _yes_no_from_logprobs({"content": [entry] * 4}, "The The The The") == (None, None)
+    three = {"content": [entry, entry, logprobs["content"][0]]}
+    assert _yes_no_from_logprobs(three, "The The Yes")[0] == pytest.approx(0.7)
+    # a reasoned answer's verdict comes last: "It is small, so yes."
+    reasoned = {"content": [entry] * 5 + [logprobs["content"][0], entry]}
+    assert _yes_no_from_logprobs(reasoned, "It is small, so Yes.")[0] == pytest.approx(0.7)
+    assert _yes_no_from_logprobs(reasoned, "It is small and Yes more")[0] is None
 
 
 def test_server_refuses_remote_image_urls(served: tuple[InProcessBackend, ModelServer]) -> None:

@@ -66,3 +66,36 @@ def test_per_example_loss_stage_trains_and_bad_value_is_refused(
     assert any(k.endswith("lora_B.weight") and bool(v.abs().sum() > 0) for k, v in adapter.items())
     with pytest.raises(ValueError, match="loss_per"):
         build(InstructLoraConfig, {**values, "loss_per": "word"})
+
+
+def test_reasoned_probe_answers_read_the_attribute_first(
+    tmp_path: Path, tiny_data: Path, tiny_lm: Path, stage1_ckpt: Path
+) -> None:
+    from training.eval.metrics import closed_correct
+
+    values = common(
+        tmp_path,
+        tiny_data,
+        init_from=str(stage1_ckpt),
+        lm_dir=str(tiny_lm),
+        data_files=["probes"],
+        templates=["attribute", "position", "existence"],
+        probe_answers="reasoned",
+        lora={"r": 2, "alpha": 4},
+        max_steps=0,
+    )
+    recipe = InstructLoraRecipe(build(InstructLoraConfig, values))
+    recipe.run()
+    reasoned = [e for e in recipe.examples if e.template in ("attribute", "position")]
+    assert reasoned and all(e.answer.startswith("It is ") for e in reasoned)
+    assert all(e.answer.endswith((", so yes.", ", so no.")) for e in reasoned)
+    plain = [e for e in recipe.examples if e.template == "existence"]
+    assert plain and {e.answer for e in plain} <= {"yes", "no"}
+    # the harness scores the verdict word, so the reasoned form keeps the gold answer
+    gold = {"yes", "no"}
+    for e in reasoned:
+        verdict = e.answer.rsplit(" ", 1)[1].rstrip(".")
+        assert verdict in gold and closed_correct(e.answer, verdict)
+        assert not closed_correct(e.answer, ({"yes", "no"} - {verdict}).pop())
+    with pytest.raises(ValueError, match="probe_answers"):
+        build(InstructLoraConfig, {**values, "probe_answers": "long"})

@@ -173,3 +173,24 @@ def test_balance_templates_gives_each_template_the_same_count() -> None:
     )
     assert balance_templates(examples, 10, seed=0) == out
     assert balance_templates(examples, 10, seed=1) != out
+
+
+def test_reasoned_answer_only_for_yes_no_with_evidence() -> None:
+    from training.data import QAExample, qa_from_record, reasoned
+
+    record = {
+        "question": "Is the lung nodule on the patient's left?",
+        "answer": "no",
+        "pair_id": "p",
+        "category": "attribute",
+        "evidence": "on the patient's right",
+        "image": "images/x.png",
+    }
+    example = qa_from_record(record, Path("/data"))
+    assert example.evidence == "on the patient's right" and example.template == "attribute"
+    assert reasoned(example).answer == "It is on the patient's right, so no."
+    assert reasoned(example).question == example.question
+    plain = QAExample(image=None, question="Is there a pneumothorax?", answer="yes")
+    assert reasoned(plain) is plain
+    choice = QAExample(image=None, question="Which side?", answer="left", evidence="on the patient's left")
+    assert reasoned(choice) is choice

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from medvlm.builtin import IMAGE_TOKEN, PartsSpec, build_llava, build_processor, extract_parts, load_parts
 from training.batching import LlavaBatcher
-from training.data import PixelCache, QAExample, balance_templates, load_qa
+from training.data import PixelCache, QAExample, balance_templates, load_qa, reasoned
 from training.loop import Recipe, RunArgs
 from training.losses import answer_loss
 
@@ -48,6 +48,9 @@ class LlavaRunConfig(RunArgs):
             default: a ten-token open answer weighs ten one-token yes/no answers); ``example``
             averages within each example first, so every question counts once
             (:func:`training.losses.answer_loss`).
+        probe_answers: ``short`` trains the data's own answers; ``reasoned`` trains yes/no
+            questions about a stated attribute or position with the reading first ("It is in the
+            upper zone, so no.", :func:`training.data.reasoned`).
     """
 
     init_from: str = ""
@@ -59,9 +62,12 @@ class LlavaRunConfig(RunArgs):
     turns_per_image: int = 1
     per_template: int = 0
     loss_per: Literal["token", "example"] = "token"
+    probe_answers: Literal["short", "reasoned"] = "short"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.probe_answers not in ("short", "reasoned"):
+            raise ValueError(f"probe_answers: {self.probe_answers!r} is not short|reasoned")
         if self.loss_per not in ("token", "example"):
             raise ValueError(f"loss_per: {self.loss_per!r} is not token|example")
         if self.per_template < 0:
@@ -193,6 +199,8 @@ class LlavaRecipe(Recipe):
                 found = [e for e in found if e.template in self.cfg.templates]
             if self.cfg.per_template:
                 found = balance_templates(found, self.cfg.per_template, seed=self.cfg.seed)
+            if self.cfg.probe_answers == "reasoned":
+                found = [reasoned(e) for e in found]
             examples += found
             if self.cfg.turns_per_image > 1:
                 self.conversations += group_by_image(found, self.cfg.turns_per_image, seed=self.cfg.seed)
