@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from medvlm.grounding import answer_polarity
 from training.eval.datasets import SELECTION_SPLIT, load_probes, load_vqa
 from training.eval.metrics import closed_correct, paired_accuracy
 from training.eval.runner import Answerer, load_answerer
@@ -40,9 +41,7 @@ def probe_scores(answerer: Answerer, data: Path, n: int) -> dict[str, dict[str, 
             scores[f"{prefix}paired"] = paired_accuracy(
                 (pid, o) for (pid, _, _), o in zip(items, ok, strict=True)
             )[0]
-            scores[f"{prefix}yes_rate"] = sum(a.strip().lower().startswith("yes") for a in answers) / len(
-                answers
-            )
+            scores[f"{prefix}yes_rate"] = sum(answer_polarity(a) == "yes" for a in answers) / len(answers)
         out[category] = {k: round(v, 3) for k, v in scores.items()}
     return out
 

@@ -55,7 +55,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "phantoms-0.3.0"
+GENERATOR_VERSION = "phantoms-0.4.0"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 _GOLDEN = (5**0.5 - 1) / 2
 SUPPORTED_KINDS = ("cxr", "ct", "slide")
