@@ -221,6 +221,65 @@ def reasoned(example: QAExample) -> QAExample:
     return replace(example, answer=f"It is {example.evidence}, so {answer}.")
 
 
+ABSENT_TEMPLATE = "absent_attribute"
+
+
+def absent_finding_negatives(data_dir: Path, split: str, *, seed: int) -> list[QAExample]:
+    """Attribute and position probe questions asked about an image where the finding is absent.
+
+    Why: every side, size, zone or lobe question in the data presupposes that the finding is there,
+    so a model never learns to reject the presupposition: shown a blank image, a model trained to
+    answer "It is on the patient's right, so no." guesses a side and stays consistent, which wins
+    half the side pairs without looking. Each probe record of category ``attribute`` or
+    ``position`` gives one more example: the same question, about another image of the same split
+    and modality that does not have the finding, answered ``"There is no <finding>, so no."``.
+
+    Args:
+        data_dir: a phantoms folder.
+        split: the split to read (``train`` when training).
+        seed: which images are picked.
+
+    Returns:
+        Examples with template ``absent_attribute`` (empty when the split has no such probes or no
+        image without the finding).
+
+    Raises:
+        DataError: the split's captions or probes file is missing or malformed.
+    """
+    import random
+
+    from data_prep.phantoms.phrases import NAMES
+
+    rng = random.Random(seed)
+    findings: dict[str, list[tuple[str, set[str]]]] = {}
+    for record in read_jsonl(split_file(data_dir, split, "captions")):
+        ids = {str(f.get("id")) for f in record.get("findings") or []}
+        findings.setdefault(str(record.get("modality", "")), []).append((str(record["image"]), ids))
+    out: list[QAExample] = []
+    for record in read_jsonl(split_file(data_dir, split, "probes")):
+        finding = str(record.get("finding", ""))
+        if record.get("category") not in ("attribute", "position") or finding not in NAMES:
+            continue
+        candidates = findings.get(str(record.get("modality", "")), [])
+        for _ in range(20):  # findings are sparse: an image without this one is found in a few draws
+            if not candidates:
+                break
+            image, present = rng.choice(candidates)
+            if finding not in present:
+                out.append(
+                    QAExample(
+                        image=data_dir / image,
+                        question=str(record["question"]).strip(),
+                        answer=f"There is no {NAMES[finding]}, so no.",
+                        question_type="closed",
+                        template=ABSENT_TEMPLATE,
+                        id=f"{record.get('pair_id', '')}-{record.get('kind', '')}-absent",
+                    )
+                )
+                break
+    return out
+
+
 def load_qa(data_dir: Path, split: str, names: Sequence[str] = ("vqa",)) -> list[QAExample]:
     """Single-turn examples of one split from the named JSONL files (``vqa``, ``captions``).
 

@@ -99,3 +99,28 @@ def test_reasoned_probe_answers_read_the_attribute_first(
         assert not closed_correct(e.answer, ({"yes", "no"} - {verdict}).pop())
     with pytest.raises(ValueError, match="probe_answers"):
         build(InstructLoraConfig, {**values, "probe_answers": "long"})
+
+
+def test_absent_negatives_join_the_probe_examples(
+    tmp_path: Path, tiny_data: Path, tiny_lm: Path, stage1_ckpt: Path
+) -> None:
+    values = common(
+        tmp_path,
+        tiny_data,
+        init_from=str(stage1_ckpt),
+        lm_dir=str(tiny_lm),
+        data_files=["probes"],
+        templates=["attribute", "absent_attribute"],
+        probe_answers="reasoned",
+        absent_negatives=True,
+        per_template=6,
+        lora={"r": 2, "alpha": 4},
+        max_steps=0,
+    )
+    recipe = InstructLoraRecipe(build(InstructLoraConfig, values))
+    recipe.run()
+    counts = {t: sum(e.template == t for e in recipe.examples) for t in ("attribute", "absent_attribute")}
+    assert counts == {"attribute": 6, "absent_attribute": 6}
+    assert all(
+        e.answer.startswith("There is no ") for e in recipe.examples if e.template == "absent_attribute"
+    )

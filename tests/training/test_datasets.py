@@ -194,3 +194,25 @@ def test_reasoned_answer_only_for_yes_no_with_evidence() -> None:
     assert reasoned(plain) is plain
     choice = QAExample(image=None, question="Which side?", answer="left", evidence="on the patient's left")
     assert reasoned(choice) is choice
+
+
+def test_absent_finding_negatives_ask_about_images_without_the_finding(tiny_data: Path) -> None:
+    import json
+
+    from data_prep.phantoms.phrases import NAMES
+    from training.data import ABSENT_TEMPLATE, absent_finding_negatives
+
+    captions = [json.loads(line) for line in (tiny_data / "train/captions.jsonl").read_text().splitlines()]
+    present = {tiny_data / c["image"]: {f["id"] for f in c["findings"]} for c in captions}
+    probes = [json.loads(line) for line in (tiny_data / "train/probes.jsonl").read_text().splitlines()]
+    asked = [p for p in probes if p["category"] in ("attribute", "position")]
+    negatives = absent_finding_negatives(tiny_data, "train", seed=0)
+    assert asked and len(negatives) == len(asked)  # the fixture has images without each finding
+    by_question = {p["question"]: p["finding"] for p in asked}
+    for example in negatives:
+        finding = by_question[example.question]
+        assert finding not in present[example.image]
+        assert example.answer == f"There is no {NAMES[finding]}, so no."
+        assert example.template == ABSENT_TEMPLATE and example.question_type == "closed"
+    assert absent_finding_negatives(tiny_data, "train", seed=0) == negatives
+    assert absent_finding_negatives(tiny_data, "train", seed=1) != negatives

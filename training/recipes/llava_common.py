@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from medvlm.builtin import IMAGE_TOKEN, PartsSpec, build_llava, build_processor, extract_parts, load_parts
 from training.batching import LlavaBatcher
-from training.data import PixelCache, QAExample, balance_templates, load_qa, reasoned
+from training.data import (
+    PixelCache,
+    QAExample,
+    absent_finding_negatives,
+    balance_templates,
+    load_qa,
+    reasoned,
+)
 from training.loop import Recipe, RunArgs
 from training.losses import answer_loss
 
@@ -51,6 +58,10 @@ class LlavaRunConfig(RunArgs):
         probe_answers: ``short`` trains the data's own answers; ``reasoned`` trains yes/no
             questions about a stated attribute or position with the reading first ("It is in the
             upper zone, so no.", :func:`training.data.reasoned`).
+        absent_negatives: with ``probes`` among ``data_files``, also train the side, size, zone and
+            lobe probe questions about images where the finding is absent, answered "There is no
+            <finding>, so no." (template ``absent_attribute``,
+            :func:`training.data.absent_finding_negatives`).
     """
 
     init_from: str = ""
@@ -63,6 +74,7 @@ class LlavaRunConfig(RunArgs):
     per_template: int = 0
     loss_per: Literal["token", "example"] = "token"
     probe_answers: Literal["short", "reasoned"] = "short"
+    absent_negatives: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -193,6 +205,8 @@ class LlavaRecipe(Recipe):
         self.conversations = []
         for name in self.cfg.data_files:
             found = load_qa(Path(self.cfg.data_dir), "train", (name,))
+            if name == "probes" and self.cfg.absent_negatives:
+                found += absent_finding_negatives(Path(self.cfg.data_dir), "train", seed=self.cfg.seed)
             if self.cfg.question_types:
                 found = [e for e in found if e.question_type in self.cfg.question_types]
             if self.cfg.templates:
