@@ -141,6 +141,10 @@ def test_eval_probe_and_vqa_json(
     assert main(["eval", "probe", *args, "--limit", "3"]) == 0
     probe = json.loads(capsys.readouterr().out)
     assert probe["n"] == 3 and {"paired_accuracy", "blind_paired_accuracy"} <= set(probe)
+    assert sum(probe["n_per_category"].values()) == 3
+    assert set(probe["blind_per_category"]) == set(probe["per_category"]) == set(probe["n_per_category"])
+    weighted = sum(probe["blind_per_category"][c] * k for c, k in probe["n_per_category"].items()) / 3
+    assert weighted == pytest.approx(probe["blind_paired_accuracy"])
     assert main(["eval", "vqa", *args, "--limit", "6"]) == 0
     vqa = json.loads(capsys.readouterr().out)
     assert vqa["n"] == 6 and "closed_accuracy" in vqa and "open_recall" in vqa

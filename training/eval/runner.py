@@ -201,8 +201,9 @@ def evaluate_probe(
         split: of a phantoms folder: ``test`` (default) or ``val``.
 
     Returns:
-        ``paired_accuracy``, ``blind_paired_accuracy``, ``n`` (pairs), ``question_accuracy`` and
-        per-category paired accuracy (``per_category``).
+        ``paired_accuracy``, ``blind_paired_accuracy``, ``n`` (pairs), ``question_accuracy``,
+        per-category paired accuracy with and without the image (``per_category``,
+        ``blind_per_category``) and pairs per category (``n_per_category``).
     """
     probes = load_probes(data, split)
     if limit:
@@ -217,9 +218,15 @@ def evaluate_probe(
     paired, n = paired_accuracy((pid, o) for (pid, _, _), o in zip(probes, ok, strict=True))
     blind_paired, _ = paired_accuracy((pid, o) for (pid, _, _), o in zip(probes, ok_blind, strict=True))
     per_category: dict[str, float] = {}
+    blind_per_category: dict[str, float] = {}
+    n_per_category: dict[str, int] = {}
     for category in sorted({e.template for e in examples}):
         rows = [(pid, o) for (pid, _, e), o in zip(probes, ok, strict=True) if e.template == category]
-        per_category[category] = paired_accuracy(rows)[0]
+        per_category[category], n_per_category[category] = paired_accuracy(rows)
+        blind_rows = [
+            (pid, o) for (pid, _, e), o in zip(probes, ok_blind, strict=True) if e.template == category
+        ]
+        blind_per_category[category] = paired_accuracy(blind_rows)[0]
     return {
         "paired_accuracy": paired,
         "blind_paired_accuracy": blind_paired,
@@ -227,6 +234,8 @@ def evaluate_probe(
         "question_accuracy": sum(ok) / len(ok) if ok else float("nan"),
         "blind_question_accuracy": sum(ok_blind) / len(ok_blind) if ok_blind else float("nan"),
         "per_category": per_category,
+        "blind_per_category": blind_per_category,
+        "n_per_category": n_per_category,
         "seconds": round(time.perf_counter() - start, 1),
     }
 
