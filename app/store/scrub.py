@@ -3,8 +3,9 @@
 It catches the identifiers that slip into questions and corrections by habit — dates, MRN- and
 accession-like digit runs, DICOM UIDs, DICOM person names (``Last^First``), e-mail addresses and
 phone numbers — and replaces each with a bracketed tag (``[DATE]``). It is a safety net, not
-de-identification: a free-text name without a caret is not found. Measurements (``3.5 cm``, ``T2``,
-``C7``, ``10 mm``) are left alone: digit runs need 6 digits, phone numbers 9.
+de-identification: a free-text name without a caret or a courtesy title ("Mrs Jones") is not
+found. Measurements (``3.5 cm``, ``T2``, ``C7``, ``10 mm``) are left alone: digit runs need 6
+digits, phone numbers 9.
 
 Nothing here logs or returns the matched text; :class:`ScrubResult` holds only the cleaned text and
 the kinds found.
@@ -30,6 +31,9 @@ _MONTHS = (
 PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
     ("EMAIL", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
     ("NAME", re.compile(r"\b[^\W\d_][\w'-]*(?:\^[\w'-]*)+")),
+    # A name after a courtesy title, as clinicians write them: "Mrs Jones", "Dr. O'Brien-Smith",
+    # "Mr John Smith". Case-sensitive on purpose: "MR" (the modality) and "ms" (milliseconds) stay.
+    ("NAME", re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s+[A-Z][\w'-]*(?:\s+[A-Z][a-z][\w'-]*)?")),
     ("UID", re.compile(r"\b\d+(?:\.\d+){3,}\b")),
     (
         "DATE",

@@ -21,6 +21,10 @@ from app.store.scrub import scrub
     [
         ("Prior study of DOE^JANE^M shows", "NAME", "DOE"),
         ("Compare with O'BRIEN^SEAN", "NAME", "BRIEN"),
+        ("Spoke to Mrs Jones about it", "NAME", "Jones"),
+        ("Referred by Dr. O'Brien-Smith today", "NAME", "Brien"),
+        ("Mr John Smith, chest pain", "NAME", "Smith"),
+        ("per Prof Okafor", "NAME", "Okafor"),
         ("seen on 2024-03-12 again", "DATE", "2024"),
         ("seen on 12/03/2024 again", "DATE", "2024"),
         ("seen on 3 March 2024 again", "DATE", "March"),
@@ -48,6 +52,7 @@ def test_identifiers_are_redacted(text: str, kind: str, secret: str) -> None:
         "Fracture of C7 or T12? Compare 10 mm with 12 mm.",
         "BI-RADS 4, score 0.93 versus 0.52, 2 of 3 views",
         "Left lower lobe consolidation; heart size normal (CTR 0.48).",
+        "MR Brain with contrast; TE 90 ms, Dr protocol unchanged",
     ],
 )
 def test_clinical_text_is_left_alone(text: str) -> None:
