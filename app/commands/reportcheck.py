@@ -70,6 +70,11 @@ def register(sub: Any) -> None:
     p.add_argument("--no-db", action="store_true", help="do not record the checks in the database")
     p.add_argument("--limit", type=positive_int, help="check at most N studies in this run")
     p.add_argument("--resume", action="store_true", help="continue RESULTS, skipping the studies in it")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume, check again the studies whose latest record in RESULTS failed",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=check_reports_handler)
 
@@ -160,7 +165,9 @@ def _locked_run(args: argparse.Namespace, entries: list[Any], key: Any, results:
     from app.reportcheck.job import ModelMeta, run_job, summarize
     from app.store import StoreError
 
-    done = results.prepare(resume=args.resume)
+    if args.retry_failed and not args.resume:
+        return _fail("--retry-failed continues a results file: give --resume too", 2)
+    done = results.prepare(resume=args.resume, retry_failed=args.retry_failed)
     pending = any(study_id(key, e) not in done for e in entries)
     try:
         recorder = None if args.no_db else open_recorder(database_url(args.db_url), key)

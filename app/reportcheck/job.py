@@ -2,10 +2,12 @@
 
 Each result is appended as one whole line with a single ``write`` and ``fsync``: a crash leaves at
 most an incomplete last line, which ``--resume`` drops before it continues. Study ids already in
-the results file are skipped. A bad study (no folder, an empty report, a corrupt DICOM file, a
-model failure) gets a record with ``status: "failed"`` and a one-sentence ``error``, and the job
-goes on. Nothing written or logged names a folder, a file or a patient: studies are known by their
-pseudonymous id and their row in the reports file.
+the results file are skipped; with ``--retry-failed`` those whose latest record failed are checked
+again, and their new record supersedes the old one (the file keeps both; summaries read the
+latest). A bad study (no folder, an empty report, a corrupt DICOM file, a model failure) gets a
+record with ``status: "failed"`` and a one-sentence ``error``, and the job goes on. Nothing written
+or logged names a folder, a file or a patient: studies are known by their pseudonymous id and their
+row in the reports file.
 """
 
 from __future__ import annotations
@@ -98,8 +100,12 @@ class ResultsFile:
         finally:
             os.close(fd)  # releases the lock
 
-    def prepare(self, *, resume: bool) -> set[str]:
+    def prepare(self, *, resume: bool, retry_failed: bool = False) -> set[str]:
         """Check the file may be written, repair an incomplete last line, and return the done ids.
+
+        Args:
+            resume: continue a file that holds results.
+            retry_failed: leave out of the done ids the studies whose latest record failed.
 
         Raises:
             JobError: when the file holds results and ``resume`` is False, or cannot be read.
@@ -114,7 +120,8 @@ class ResultsFile:
             logger.warning("dropping an incomplete last line of the results file (an interrupted run)")
             with self.path.open("r+b") as handle:
                 handle.truncate(data.rfind(b"\n") + 1)
-        return {str(r["study_id"]) for r in self.records() if "study_id" in r}
+        latest = {str(r["study_id"]): r for r in self.records() if "study_id" in r}
+        return {sid for sid, r in latest.items() if not (retry_failed and r.get("status") == "failed")}
 
     def records(self) -> list[dict[str, Any]]:
         """Every complete record in the file, in order (unreadable lines are skipped and counted)."""

@@ -177,6 +177,19 @@ def test_resume_skips_done_studies_and_repairs_a_cut_line(
     assert summary["studies"] == 7 and len({r["study_id"] for r in records}) == 7
     assert _run(export, "--resume", "--no-db", "--image-check", "none") == 1  # the failures stay failures
     assert len(_records(export["out"])) == 7
+    assert _run(export, "--retry-failed", "--no-db", "--image-check", "none") == 2  # needs --resume
+    assert "--resume" in capsys.readouterr().err
+    # The missing study arrives: a retry checks the three failed studies again, and only those.
+    (export["studies"] / "MISSING-0001").mkdir()
+    shutil.copy(_real("RG1_UNCR.dcm"), export["studies"] / "MISSING-0001" / "x.dcm")
+    retry = ["--resume", "--retry-failed", "--no-db", "--image-check", "none", "--json"]
+    assert _run(export, *retry) == 1  # the empty report and the bad name still fail
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["this_run"] == {"checked": 1, "failed": 2, "skipped": 4, "duplicates": 0}
+    assert summary["studies"] == 7 and summary["checked"] == 5 and summary["failed"] == 2
+    records = _records(export["out"])
+    assert len(records) == 10 and [r["row"] for r in records[7:]] == [5, 6, 7]
+    assert records[7]["status"] == "checked"
 
 
 def test_a_second_run_on_the_same_results_file_is_refused(
