@@ -169,6 +169,7 @@ def _migrate(args: argparse.Namespace) -> int:
         "from_version": result.from_version,
         "schema_version": result.to_version,
         "added_columns": list(result.added),
+        "changed_constraints": list(result.changed),
         "audit_seq": result.seq,
     }
     _emit(fields, as_json=args.json)

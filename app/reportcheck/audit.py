@@ -3,13 +3,20 @@
 Each model answer is one interaction (``InteractionCreate.from_answer``: versions, grounding flag,
 confidence; texts scrubbed by the Store); the rules' result is one more, with the rules' version as
 its model version. The Store audit-logs each row in its hash chain. The service acts as one actor,
-``actor_pseudonym(key, SERVICE_LOGIN)``, registered on first use with the ``clinician`` role (the
-Store's roles are clinician, reviewer and admin; only the first two may record interactions).
+``actor_pseudonym(key, SERVICE_LOGIN)``, registered on first use with the ``service`` role (schema
+4): it may record interactions but not correct, review or administer, and nobody can sign in to the
+web app as it.
+
+Before schema 4 the actor was registered as a ``clinician``. A migrated database keeps that row as
+it is (an actor's role is never changed in place: its audit event says ``clinician``), and the job
+goes on recording under it; :func:`service_actor` logs a warning saying so. Its interactions stay
+attributed to the same pseudonym, so they can be told apart from people's either way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -18,22 +25,35 @@ from app.reportcheck.verdict import ImageCheck
 from app.store import InteractionCreate, NotFoundError, StateError, Store, actor_pseudonym
 from data_prep.pseudonym import PseudonymKey
 
+logger = logging.getLogger(__name__)
+
 SERVICE_LOGIN: Final = "service:medvlm-check-reports"
 RULES_QUESTION: Final = "Is the report consistent with itself (side, polarity, severity, zone, size)?"
 
 
 def service_actor(store: Store, key: PseudonymKey) -> str:
-    """The service's actor pseudonym, registered as a clinician on first use.
+    """The service's actor pseudonym, registered with the ``service`` role on first use.
+
+    An actor registered as a ``clinician`` by a medvlm before schema 4 is used as it is (see the
+    module docstring).
 
     Raises:
         StoreError: when the database cannot be read or written.
     """
     actor = actor_pseudonym(key, SERVICE_LOGIN)
     try:
-        store.get_actor(actor)
+        role = store.get_actor(actor).role
     except NotFoundError:
         with contextlib.suppress(StateError):  # registered meanwhile by a parallel job
-            store.register_actor(pseudonym=actor, role="clinician")
+            store.register_actor(pseudonym=actor, role="service")
+        return actor
+    if role != "service":
+        logger.warning(
+            "the check-reports actor %s was registered as %s before schema 4; its interactions are "
+            "recorded under that role",
+            actor,
+            role,
+        )
     return actor
 
 

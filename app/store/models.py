@@ -28,15 +28,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """Bumped whenever a table changes; a database made by another version is refused.
 
 2: ``interactions.image_sha256`` (the content id of the case image), ``export`` audit events.
 3: ``interactions.model_answer`` (the model's own text when the answer shown is not it).
+4: the ``service`` role (``ck_actors_role`` accepts it): batch jobs, not people.
 """
 
-Role = Literal["clinician", "reviewer", "admin"]
-ROLES: Final[tuple[str, ...]] = ("clinician", "reviewer", "admin")
+Role = Literal["clinician", "reviewer", "admin", "service"]
+ROLES: Final[tuple[str, ...]] = ("clinician", "reviewer", "admin", "service")
+"""``service`` (schema 4) is a batch job such as ``medvlm check-reports``: it records interactions
+but cannot correct, review or administer, and no person can sign in to the web app as one."""
 CorrectionStatus = Literal["pending", "approved", "rejected"]
 CORRECTION_STATUSES: Final[tuple[str, ...]] = ("pending", "approved", "rejected")
 Decision = Literal["approved", "rejected"]
@@ -72,7 +75,7 @@ class SchemaInfo(Base):
 
 
 class Actor(Base):
-    """A person using the system, by pseudonymous id only (never a name or login)."""
+    """A person, or a batch job (``service``), by pseudonymous id only (never a name or login)."""
 
     __tablename__ = "actors"
 

@@ -7,9 +7,11 @@ connection) rolls everything back and raises a :class:`~app.store.errors.StoreEr
 is one sentence naming objects by id, never quoting free text.
 
 Roles: a ``clinician`` asks and corrects; a ``reviewer`` asks, corrects, and approves or rejects
-other people's corrections; an ``admin`` registers actors. Approved corrections are what the
-retraining loop reads (:meth:`Store.approved_corrections`; :meth:`Store.export_preferences` writes
-those not exported before as DPO preference pairs and audits the export).
+other people's corrections; an ``admin`` registers actors; a ``service`` (schema 4: a batch job
+such as ``medvlm check-reports``, never a person) records interactions and nothing else. Approved
+corrections are what the retraining loop reads (:meth:`Store.approved_corrections`;
+:meth:`Store.export_preferences` writes those not exported before as DPO preference pairs and
+audits the export).
 """
 
 from __future__ import annotations
@@ -67,8 +69,10 @@ from app.store.scrub import ScrubPolicy, scrub
 
 logger = logging.getLogger(__name__)
 
-ASKERS: Final = frozenset({"clinician", "reviewer"})
+ASKERS: Final = frozenset({"clinician", "reviewer", "service"})
+"""Who may record interactions: people who ask, and batch jobs that ask the model (``service``)."""
 CORRECTORS: Final = frozenset({"clinician", "reviewer"})
+"""Who may propose corrections: people only (a ``service`` has no clinical judgement to offer)."""
 REVIEWERS: Final = frozenset({"reviewer"})
 
 
@@ -126,7 +130,7 @@ class Store:
 
         Args:
             pseudonym: ``app.store.ids.actor_pseudonym(key, login)``.
-            role: ``clinician``, ``reviewer`` or ``admin``.
+            role: ``clinician``, ``reviewer``, ``admin`` or ``service`` (a batch job).
             by: the admin registering them; None for a command run by the operator (``system``).
 
         Returns:
@@ -169,7 +173,7 @@ class Store:
         """Store one answered question (texts scrubbed) and audit it (digests and lengths only).
 
         Args:
-            actor: the asking clinician's or reviewer's pseudonym.
+            actor: the asking clinician's, reviewer's or service's pseudonym.
             data: the interaction.
 
         Returns:
@@ -247,7 +251,7 @@ class Store:
 
         Raises:
             NotFoundError: for an unknown interaction or author.
-            RoleError: for an admin.
+            RoleError: for an admin or a service.
             ValidationError, PHIError: for empty, over-long or (under ``reject``) identifying text.
         """
         text = scrub(corrected_answer, field="corrected answer", policy=self.policy)
@@ -290,7 +294,8 @@ class Store:
         Raises:
             ValidationError: for another decision.
             NotFoundError: for an unknown correction or reviewer.
-            RoleError: when the reviewer is not a reviewer, or is the correction's author.
+            RoleError: when the reviewer is not a reviewer (a clinician, admin or service), or is the
+                correction's author.
             StateError: when the correction was already reviewed.
         """
         if decision not in DECISIONS:

@@ -6,6 +6,9 @@ logged or kept in the session. The first sign-in registers the pseudonym with th
 later sign-in with another role is refused, so the role a person holds is the store's, and every
 write is then checked by the store against it (a clinician cannot review, a reviewer cannot review
 their own correction, an admin cannot ask).
+
+The roles offered are the people's roles only: the store's ``service`` role (a batch job such as
+``medvlm check-reports``) cannot be chosen, and a login the store holds as a service is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     from data_prep.pseudonym import PseudonymKey
 
 RoleName = Literal["clinician", "reviewer", "admin"]
+"""The roles a person can sign in with: the store's ``ROLES`` without ``service``."""
 ROLE_NAMES: Final[tuple[str, ...]] = get_args(RoleName)
 MAX_LOGIN_CHARS: Final = 128
 
@@ -76,6 +80,8 @@ def sign_in(store: Store, key: PseudonymKey, login: str, role: str) -> Session:
                 record = store.get_actor(actor)
     except StoreError as e:
         raise AppError(f"Signing in failed: {e}") from e
+    if record.role not in ROLE_NAMES:
+        raise AppError(f"This login belongs to a {record.role}, not a person, and cannot sign in.")
     if record.role != role:
         raise AppError(
             f"This login is registered as {record.role}, not {role}; sign in as {record.role} "

@@ -149,7 +149,8 @@ def test_batch_end_to_end_without_phi(
     key = AuditKey.derive(PseudonymKey(SITE_KEY.encode(), "env"))
     store = Store.open(make_engine(f"sqlite:///{export['db']}"), key)
     # Rows 1-3: the rules' result and 8 questions each (row 3's refused questions are recorded too).
-    assert store.stats().interactions == 3 * 9 and store.stats().actors["clinician"] == 1
+    assert store.stats().interactions == 3 * 9 and store.stats().actors["service"] == 1
+    assert store.stats().actors["clinician"] == 0  # the job is recorded as a service, not a person
     assert store.verify().ok
     texts = [export["out"].read_text(), out, err, caplog.text, export["db"].read_bytes().decode("latin-1")]
     for text in texts:

@@ -213,11 +213,11 @@ def test_image_id_is_validated_stored_and_audited(
 
 
 def test_an_older_schema_is_refused(engine: Engine, key: AuditKey) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     with engine.begin() as conn:
-        conn.execute(text("UPDATE medvlm_schema SET version = 2"))
+        conn.execute(text("UPDATE medvlm_schema SET version = 3"))
     with pytest.raises(
-        SchemaVersionError, match=r"older medvlm \(schema 2, this one reads 3\); run `medvlm db migrate`"
+        SchemaVersionError, match=r"older medvlm \(schema 3, this one reads 4\); run `medvlm db migrate`"
     ):
         Store.open(engine, key)
 

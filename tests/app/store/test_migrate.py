@@ -1,8 +1,9 @@
 """``medvlm db migrate``: an older database (built here with its own DDL) upgraded, verified and written to.
 
 The old databases are made from the migration's own record (``app.store.migrate.SCHEMA_CHANGES``):
-today's tables without the columns and indexes a later version added, and rows and audit events as
-the older medvlm wrote them (payloads without the later fields). Every test runs on SQLite and on
+today's tables without the columns and indexes a later version added and with the CHECK constraints
+as they were before a later version widened them, and rows and audit events as the older medvlm
+wrote them (payloads without the later fields). Every test runs on SQLite and on
 the real PostgreSQL (a fresh schema per test).
 """
 
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, insert, inspect, select, text
+from sqlalchemy import CheckConstraint, Engine, create_engine, insert, inspect, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -27,6 +29,7 @@ from app.store import (
     AuditKey,
     AuditKeyError,
     InteractionCreate,
+    RoleError,
     SchemaVersionError,
     Store,
     ValidationError,
@@ -37,7 +40,14 @@ from app.store import (
 )
 from app.store.audit import append_event
 from app.store.integrity import interaction_payload
-from app.store.migrate import MIGRATE_ACTION, OLDEST_MIGRATABLE, SCHEMA_CHANGES, changes_after
+from app.store.migrate import (
+    MIGRATE_ACTION,
+    OLDEST_MIGRATABLE,
+    SCHEMA_CHANGES,
+    AddedColumn,
+    WidenedCheck,
+    changes_after,
+)
 from app.store.models import (
     GENESIS_HASH,
     SCHEMA_VERSION,
@@ -58,14 +68,31 @@ SITE_KEY = "migrate-cli-site-key-0123456789"
 # -- building an old database -------------------------------------------------------------------
 
 
+def model_check(change: WidenedCheck) -> CheckConstraint:
+    (check,) = (
+        c
+        for c in Base.metadata.tables[change.table].constraints
+        if isinstance(c, CheckConstraint) and c.name == change.constraint
+    )
+    return check
+
+
 def old_schema_ddl(engine: Engine, version: int) -> list[str]:
-    """The DDL of schema ``version``: today's tables minus the columns (and indexes) added later."""
-    later = {(change.table, change.column) for change in changes_after(version)}
+    """The DDL of schema ``version``: today's tables minus the columns (and indexes) added later, with
+    the CHECK constraints widened later as they were before."""
+    later = {(c.table, c.column) for c in changes_after(version) if isinstance(c, AddedColumn)}
+    narrowed = {c.table: c for c in reversed(changes_after(version)) if isinstance(c, WidenedCheck)}
     statements = []
     for table in Base.metadata.sorted_tables:
         create = CreateTable(table)
         create.columns = [c for c in create.columns if (table.name, c.element.name) not in later]
-        statements.append(str(create.compile(dialect=engine.dialect)))
+        ddl = str(create.compile(dialect=engine.dialect))
+        if table.name in narrowed:  # the oldest later change holds the values before it
+            change = narrowed[table.name]
+            today = f"CHECK ({model_check(change).sqltext})"
+            assert today in ddl, ddl
+            ddl = ddl.replace(today, f"CHECK ({change.sql_before()})")
+        statements.append(ddl)
         for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
             if not any((table.name, c.name) in later for c in index.columns):
                 statements.append(str(CreateIndex(index).compile(dialect=engine.dialect)))
@@ -85,9 +112,9 @@ def old_interaction_payload(values: dict[str, Any], key: AuditKey, version: int)
 def build_old_database(url: str, key: AuditKey, site: PseudonymKey, version: int) -> None:
     """Create a schema-``version`` database with the history an older medvlm would have written.
 
-    Actors: an admin, a clinician, a reviewer. Interactions: 1 answered (with a case image from
-    schema 2 on), 2 abstained (the message only: no model text was kept before schema 3).
-    Corrections: 1 on interaction 1, approved; 2 on interaction 2, pending.
+    Actors: an admin, a clinician, a reviewer (no service: schema 4 added that role). Interactions:
+    1 answered (with a case image from schema 2 on), 2 abstained (the message only: no model text
+    was kept before schema 3). Corrections: 1 on interaction 1, approved; 2 on interaction 2, pending.
     """
     engine = make_engine(url)
     try:
@@ -208,6 +235,24 @@ def schema2_url(empty_url: str, key: AuditKey, pseudonym_key: PseudonymKey) -> s
     return empty_url
 
 
+@pytest.fixture
+def schema3_url(empty_url: str, key: AuditKey, pseudonym_key: PseudonymKey) -> str:
+    """A schema-3 database with history (no service role yet)."""
+    build_old_database(empty_url, key, pseudonym_key, 3)
+    return empty_url
+
+
+def actor_rows(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT id, pseudonym, role, created_at FROM actors ORDER BY id")
+        return [tuple(row) for row in rows]
+
+
+def add_actor(engine: Engine, pseudonym: str, role: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(Base.metadata.tables["actors"]).values(pseudonym=pseudonym, role=role))
+
+
 def columns(engine: Engine, table: str) -> set[str]:
     return {c["name"] for c in inspect(engine).get_columns(table)}
 
@@ -226,11 +271,18 @@ def events(engine: Engine) -> list[AuditEvent]:
 
 
 def test_record_matches_the_models() -> None:
-    """Every version after the first has a recorded change, and each change is today's column."""
+    """Every version after the first has a recorded change, and each change is today's column or check."""
     assert {change.version for change in SCHEMA_CHANGES} == set(
         range(OLDEST_MIGRATABLE + 1, SCHEMA_VERSION + 1)
     )
+    assert [change.version for change in SCHEMA_CHANGES] == sorted(c.version for c in SCHEMA_CHANGES)
     for change in SCHEMA_CHANGES:
+        if isinstance(change, WidenedCheck):
+            assert str(model_check(change).sqltext) == (
+                f"{change.column} IN ({', '.join(repr(v) for v in change.before + change.added)})"
+            ), change.name
+            assert not set(change.before) & set(change.added), change.name
+            continue
         column = Base.metadata.tables[change.table].c[change.column]
         assert column.nullable and column.server_default is None and column.default is None, change.name
         assert type(column.type) is type(change.type_), change.name
@@ -245,6 +297,9 @@ def test_old_ddl_of_this_version_is_todays_ddl(empty_url: str) -> None:
         assert [s for s in old_schema_ddl(engine, SCHEMA_VERSION) if "CREATE TABLE" in s] == current
         assert "model_answer" not in "".join(old_schema_ddl(engine, 2))
         assert "image_sha256" not in "".join(old_schema_ddl(engine, 1))
+        assert "'service'" not in "".join(old_schema_ddl(engine, 3))
+        assert "'service'" not in "".join(old_schema_ddl(engine, 1))
+        assert "CHECK (role IN ('clinician', 'reviewer', 'admin'))" in "".join(old_schema_ddl(engine, 3))
     finally:
         engine.dispose()
 
@@ -252,7 +307,7 @@ def test_old_ddl_of_this_version_is_todays_ddl(empty_url: str) -> None:
 # -- migrating ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_old_database_is_migrated_verified_and_written(
     empty_url: str, key: AuditKey, pseudonym_key: PseudonymKey, version: int, tmp_path: Path
 ) -> None:
@@ -264,10 +319,13 @@ def test_old_database_is_migrated_verified_and_written(
         ):
             Store.open(engine, key)
         before = events(engine)
+        actors_before = actor_rows(engine)
         result = migrate_db(engine, key)
-        expected = tuple(change.name for change in changes_after(version))
+        expected = tuple(c.name for c in changes_after(version) if isinstance(c, AddedColumn))
         assert result.migrated and result.from_version == version and result.to_version == SCHEMA_VERSION
         assert result.added == expected and result.seq == len(before) + 1
+        assert result.changed == ("actors.ck_actors_role",)
+        assert actor_rows(engine) == actors_before  # the rebuilt table keeps ids, pseudonyms, roles
         after = events(engine)
         assert [(e.seq, e.hash) for e in after[:-1]] == [(e.seq, e.hash) for e in before]  # history untouched
         last = after[-1]
@@ -281,6 +339,7 @@ def test_old_database_is_migrated_verified_and_written(
             "from_version": version,
             "to_version": SCHEMA_VERSION,
             "added_columns": list(expected),
+            "changed_constraints": ["actors.ck_actors_role"],
         }
         assert columns(engine, "interactions") == set(Base.metadata.tables["interactions"].c.keys())
         assert "ix_interactions_image_sha256" in {
@@ -326,6 +385,25 @@ def test_old_database_is_migrated_verified_and_written(
         assert store.verify().ok
         records = store.check_records()
         assert records.ok and records.checked == 6, records.reason
+
+        # schema 4: a service (batch job) records interactions, and only that
+        service = actor_pseudonym(pseudonym_key, "service:medvlm-check-reports")
+        store.register_actor(pseudonym=service, role="service")
+        asked = store.record_interaction(
+            actor=service,
+            data=InteractionCreate(
+                study_pseudonym=study_pseudonym(pseudonym_key, "1.2.826.0.1.3680043.8.498.779"),
+                question="Is the report consistent with itself?",
+                answer="No inconsistency found.",
+                model_version="rules-1",
+            ),
+        )
+        with pytest.raises(RoleError, match=r"^a service cannot correct answers$"):
+            store.propose_correction(interaction_id=asked.id, author=service, corrected_answer="No.")
+        assert store.stats().actors == {"clinician": 1, "reviewer": 1, "admin": 1, "service": 1}
+        assert store.verify().ok
+        records = store.check_records()
+        assert records.ok and records.checked == 7, records.reason
 
         images = tmp_path / "cases"
         images.mkdir()
@@ -382,6 +460,85 @@ def test_a_failed_migration_changes_nothing(
         assert schema_version(engine) == 2 and row_counts_old(engine) == counts
         monkeypatch.undo()
         assert migrate_db(engine, key).added == ("interactions.model_answer",)
+    finally:
+        engine.dispose()
+
+
+def test_a_failed_role_migration_changes_nothing(
+    schema3_url: str, key: AuditKey, pseudonym_key: PseudonymKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The constraint change (a table rebuild on SQLite) is rolled back with the rest."""
+    engine = make_engine(schema3_url)
+    try:
+        counts, actors = row_counts_old(engine), actor_rows(engine)
+
+        def fail(*_args: Any, **_kwargs: Any) -> None:
+            raise ValidationError("the audit field x is not a short identifier (free text is never audited)")
+
+        monkeypatch.setattr("app.store.migrate.append_event", fail)
+        with pytest.raises(ValidationError):
+            migrate_db(engine, key)
+        assert (
+            schema_version(engine) == 3 and row_counts_old(engine) == counts and actor_rows(engine) == actors
+        )
+        with pytest.raises(IntegrityError):  # the old constraint is still there
+            add_actor(engine, actor_pseudonym(pseudonym_key, "job"), "service")
+        monkeypatch.undo()
+        result = migrate_db(engine, key)
+        assert result.added == () and result.changed == ("actors.ck_actors_role",)
+        add_actor(engine, actor_pseudonym(pseudonym_key, "job"), "service")
+        with pytest.raises(IntegrityError):  # still a CHECK constraint, just wider
+            add_actor(engine, actor_pseudonym(pseudonym_key, "other"), "superuser")
+    finally:
+        engine.dispose()
+
+
+def test_role_migration_keeps_foreign_keys_and_the_chain(schema3_url: str, key: AuditKey) -> None:
+    """After the rebuild every child row still finds its actor, and a row without one is refused."""
+    engine = make_engine(schema3_url)
+    try:
+        chain_before = [(e.seq, e.hash) for e in events(engine)]
+        migrate_db(engine, key)
+        assert [(e.seq, e.hash) for e in events(engine)][:-1] == chain_before
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+                assert conn.exec_driver_sql("PRAGMA defer_foreign_keys").scalar_one() == 0
+            orphans = conn.exec_driver_sql(
+                "SELECT count(*) FROM interactions i "
+                "LEFT JOIN actors a ON a.id = i.actor_id WHERE a.id IS NULL"
+            ).scalar_one()
+            assert orphans == 0
+        fks = {fk["referred_table"] for fk in inspect(engine).get_foreign_keys("interactions")}
+        assert fks == {"actors"}
+        assert {c["name"] for c in inspect(engine).get_check_constraints("actors")} == {"ck_actors_role"}
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE interactions SET actor_id = 999 WHERE id = 1")
+        store = Store.open(engine, key)
+        assert store.verify().ok and store.check_records().ok
+    finally:
+        engine.dispose()
+
+
+def test_a_role_check_widened_by_hand_is_not_changed_again(schema3_url: str, key: AuditKey) -> None:
+    engine = make_engine(schema3_url)
+    try:
+        if engine.dialect.name == "postgresql":
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "ALTER TABLE actors DROP CONSTRAINT ck_actors_role, ADD CONSTRAINT ck_actors_role "
+                    "CHECK (role IN ('clinician', 'reviewer', 'admin', 'service'))"
+                )
+            result = migrate_db(engine, key)
+            assert result.migrated and result.changed == ()
+        else:
+            assert migrate_db(engine, key).changed == ("actors.ck_actors_role",)
+            with engine.begin() as conn:
+                conn.exec_driver_sql("UPDATE medvlm_schema SET version = 3")
+            again = migrate_db(engine, key)  # a version row put back by hand: nothing to rebuild
+            assert again.migrated and again.changed == ()
+        assert Store.open(engine, key).verify().ok
     finally:
         engine.dispose()
 
@@ -514,6 +671,7 @@ def test_db_migrate_command(
     assert report["schema_version"] == SCHEMA_VERSION and report["added_columns"] == [
         "interactions.model_answer"
     ]
+    assert report["changed_constraints"] == ["actors.ck_actors_role"]
     code, out, _ = run("db", "migrate", "--url", empty_url)
     assert code == 0 and "migrated: False" in out and "audit_seq: None" in out
     code, out, _ = run("db", "verify", "--url", empty_url, "--json")

@@ -19,6 +19,7 @@ from app.store import (
     Store,
     StoreError,
     ValidationError,
+    actor_pseudonym,
 )
 from app.store.models import Interaction
 from data_prep.pseudonym import PseudonymKey
@@ -99,7 +100,7 @@ def test_correction_review_flow(store: Store, people: People, study: str) -> Non
     stats = store.stats()
     assert stats.corrections == {"pending": 0, "approved": 1, "rejected": 1}
     assert (stats.interactions, stats.reviews) == (2, 2)
-    assert stats.actors == {"clinician": 2, "reviewer": 2, "admin": 1}
+    assert stats.actors == {"clinician": 2, "reviewer": 2, "admin": 1, "service": 0}
     assert stats.audit_events == 1 + 5 + 2 + 2 + 2
     assert store.verify().ok
 
@@ -223,6 +224,63 @@ def test_refused_writes_leave_nothing(
         call(store, people, study, interaction.id, correction.id)
     text = str(info.value)
     assert text.count(". ") == 0 and "\n" not in text  # one sentence
+    assert row_counts(engine) == before
+    assert store.verify().ok
+
+
+@pytest.fixture
+def service(store: Store, people: People, pseudonym_key: PseudonymKey) -> str:
+    """A batch job's actor (schema 4), registered by the admin."""
+    pseudonym = actor_pseudonym(pseudonym_key, "service:test-batch-job")
+    record = store.register_actor(pseudonym=pseudonym, role="service", by=people.admin)
+    assert record.role == "service"
+    return pseudonym
+
+
+def test_service_records_interactions(store: Store, people: People, service: str, study: str) -> None:
+    """A service asks the model like a clinician does; its rows are audited and checked the same way."""
+    asked = store.record_interaction(actor=service, data=_data(study))
+    assert asked.actor == service and store.get_interaction(asked.id).actor == service
+    assert store.get_actor(service).role == "service"
+    # a person may correct what a service recorded, and a reviewer approve it
+    correction = store.propose_correction(
+        interaction_id=asked.id, author=people.clinician, corrected_answer="Small apical pneumothorax."
+    )
+    store.review_correction(correction_id=correction.id, reviewer=people.reviewer, decision="approved")
+    assert store.stats().actors == {"clinician": 2, "reviewer": 2, "admin": 1, "service": 1}
+    assert store.verify().ok
+    assert store.check_records().ok
+
+
+SERVICE_REFUSALS: dict[str, tuple[str, Callable[[Store, str, str, int, int], object]]] = {
+    "service corrects": (
+        "a service cannot correct answers",
+        lambda s, svc, st, i, c: s.propose_correction(interaction_id=i, author=svc, corrected_answer="x"),
+    ),
+    "service reviews": (
+        "a service cannot review corrections",
+        lambda s, svc, st, i, c: s.review_correction(correction_id=c, reviewer=svc, decision="approved"),
+    ),
+    "service registers": (
+        "a service cannot register actors",
+        lambda s, svc, st, i, c: s.register_actor(pseudonym="U-" + "1" * 20, role="clinician", by=svc),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SERVICE_REFUSALS))
+def test_service_cannot_correct_review_or_administer(
+    engine: Engine, store: Store, people: People, service: str, study: str, case: str
+) -> None:
+    message, call = SERVICE_REFUSALS[case]
+    interaction = store.record_interaction(actor=service, data=_data(study))
+    correction = store.propose_correction(
+        interaction_id=interaction.id, author=people.clinician, corrected_answer="Tiny pneumothorax."
+    )
+    before = row_counts(engine)
+    with pytest.raises(RoleError) as info:
+        call(store, service, study, interaction.id, correction.id)
+    assert str(info.value) == message  # one sentence, naming no text
     assert row_counts(engine) == before
     assert store.verify().ok
 

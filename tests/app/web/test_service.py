@@ -13,10 +13,13 @@ import pytest
 from PIL import Image
 from pydicom import dcmread
 
-from app.store import Store, case_image_path, image_content_id
+from app.store import Store, actor_pseudonym, case_image_path, image_content_id
+from app.store.models import ROLES
 from app.web.cases import UploadLimits
 from app.web.errors import AppError
 from app.web.service import WebService
+from app.web.session import ROLE_NAMES
+from data_prep.pseudonym import PseudonymKey
 from tests.app.web.conftest import FACTS, ScriptedBackend
 from training.data import load_preferences
 
@@ -39,7 +42,22 @@ def test_sign_in_registers_once_and_keeps_the_role(service: WebService, store: S
         service.sign_in("   ", "clinician")
     with pytest.raises(AppError, match="Choose a role"):
         service.sign_in("x", "superuser")
-    assert store.stats().actors == {"clinician": 1, "reviewer": 0, "admin": 0}
+    assert store.stats().actors == {"clinician": 1, "reviewer": 0, "admin": 0, "service": 0}
+
+
+def test_nobody_signs_in_as_a_service(service: WebService, store: Store, site_key: PseudonymKey) -> None:
+    """The store's ``service`` role (batch jobs) is not offered, and a service's login is refused."""
+    assert "service" not in ROLE_NAMES and set(ROLE_NAMES) < set(ROLES)
+    with pytest.raises(AppError, match="Choose a role: clinician, reviewer, admin"):
+        service.sign_in("alice", "service")
+    job = actor_pseudonym(site_key, "service:medvlm-check-reports")
+    store.register_actor(pseudonym=job, role="service")
+    for role in ROLE_NAMES:
+        with pytest.raises(
+            AppError, match=r"^This login belongs to a service, not a person, and cannot sign in\.$"
+        ):
+            service.sign_in("service:medvlm-check-reports", role)
+    assert store.stats().actors == {"clinician": 0, "reviewer": 0, "admin": 0, "service": 1}
 
 
 def test_open_case_shows_what_the_model_sees_without_the_header(service: WebService, chest: Path) -> None:
