@@ -33,10 +33,16 @@ class LabelledImage:
     Attributes:
         image: absolute image path.
         labels: finding ids and categorical attributes as ``"<finding>:<attribute>=<value>"``.
+        modality: the study's modality as the phantoms write it (``cxr``), empty when unknown.
     """
 
     image: Path
     labels: tuple[str, ...]
+    modality: str = ""
+
+    def has_finding(self, finding: str) -> bool:
+        """Whether the finding id is among the labels."""
+        return finding in self.labels
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,13 @@ def load_labelled_images(data_dir: Path, split: str) -> list[LabelledImage]:
     for number, record in enumerate(read_jsonl(path), 1):
         if "image" not in record or "findings" not in record:
             raise DataError(f"{path.name} record {number}: needs 'image' and 'findings'")
-        out.append(LabelledImage(data_dir / str(record["image"]), finding_labels(record["findings"])))
+        out.append(
+            LabelledImage(
+                data_dir / str(record["image"]),
+                finding_labels(record["findings"]),
+                str(record.get("modality", "")),
+            )
+        )
     return out
 
 
@@ -244,32 +256,30 @@ def absent_finding_negatives(data_dir: Path, split: str, *, seed: int) -> list[Q
         image without the finding).
 
     Raises:
-        DataError: the split's captions or probes file is missing or malformed.
+        DataError: the split's captions or probes file is missing or malformed (a caption record
+            without ``image``/``findings`` included).
     """
     import random
 
     from data_prep.phantoms.phrases import NAMES
 
     rng = random.Random(seed)
-    findings: dict[str, list[tuple[str, set[str]]]] = {}
-    for record in read_jsonl(split_file(data_dir, split, "captions")):
-        ids = {str(f.get("id")) for f in record.get("findings") or []}
-        findings.setdefault(str(record.get("modality", "")), []).append((str(record["image"]), ids))
+    by_modality: dict[str, list[LabelledImage]] = {}
+    for item in load_labelled_images(data_dir, split):
+        by_modality.setdefault(item.modality, []).append(item)
     out: list[QAExample] = []
     for record in read_jsonl(split_file(data_dir, split, "probes")):
-        finding = str(record.get("finding", ""))
-        if record.get("category") not in ("attribute", "position") or finding not in NAMES:
+        finding, question = str(record.get("finding", "")), str(record.get("question", "")).strip()
+        if record.get("category") not in ("attribute", "position") or finding not in NAMES or not question:
             continue
-        candidates = findings.get(str(record.get("modality", "")), [])
-        for _ in range(20):  # findings are sparse: an image without this one is found in a few draws
-            if not candidates:
-                break
-            image, present = rng.choice(candidates)
-            if finding not in present:
+        candidates = by_modality.get(str(record.get("modality", "")), [])
+        for _ in range(20 if candidates else 0):  # findings are sparse: a few draws find an image without it
+            item = rng.choice(candidates)
+            if not item.has_finding(finding):
                 out.append(
                     QAExample(
-                        image=data_dir / image,
-                        question=str(record["question"]).strip(),
+                        image=item.image,
+                        question=question,
                         answer=f"There is no {NAMES[finding]}, so no.",
                         question_type="closed",
                         template=ABSENT_TEMPLATE,
