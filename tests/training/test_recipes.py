@@ -47,6 +47,20 @@ def test_stage2_exports_peft_adapter_and_projector(stage1_ckpt: Path, stage2_ckp
     assert not torch.equal(before[key], after[key])  # projector kept training
 
 
+def test_stage2_train_vision_changes_the_exported_vision_tower(
+    tmp_path: Path, tiny_data: Path, tiny_lm: Path, stage1_ckpt: Path
+) -> None:
+    values = _stage2_values(tmp_path / "v", tiny_data, tiny_lm, stage1_ckpt, 2, train_vision=True)
+    recipe = InstructLoraRecipe(build(InstructLoraConfig, values))
+    checkpoint = recipe.run().checkpoint
+    trained = load_file(str(checkpoint / "trainable.safetensors"))
+    assert any("vision_tower" in k for k in trained)
+    before = load_file(str(stage1_ckpt / "parts.safetensors"))
+    after = load_file(str(checkpoint / "parts.safetensors"))
+    changed = [k for k in before if k.startswith("vision_tower.") and not torch.equal(before[k], after[k])]
+    assert changed  # the ViT itself was trained and exported
+
+
 def _stage2_values(
     out: Path, data: Path, lm: Path, init: Path, steps: int, **extra: object
 ) -> dict[str, object]:

@@ -55,10 +55,14 @@ class InstructLoraConfig(LlavaRunConfig):
     Attributes:
         lora: adapter structure.
         train_projector: keep the projector trainable.
+        train_vision: also train the vision tower (end to end with the adapter), so its patch
+            features can change to make what the language model must read (which finding is on
+            which side, in which zone) easier to tell apart; the exported parts then carry it.
     """
 
     lora: LoraArgs = field(default_factory=LoraArgs)
     train_projector: bool = True
+    train_vision: bool = False
 
 
 class InstructLoraRecipe(LlavaRecipe):
@@ -83,6 +87,9 @@ class InstructLoraRecipe(LlavaRecipe):
             model = get_peft_model(base, self.cfg.lora.peft_config())
         if self.cfg.train_projector:
             for p in base.model.multi_modal_projector.parameters():
+                p.requires_grad_(True)
+        if self.cfg.train_vision:
+            for p in base.model.vision_tower.parameters():
                 p.requires_grad_(True)
         self.examples = self.load_examples()
         return model, self.units()
