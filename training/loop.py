@@ -224,6 +224,29 @@ class TrainResult:
     checkpoint: Path
 
 
+def param_groups(model: torch.nn.Module, lr: float, scales: dict[str, float]) -> list[dict[str, Any]]:
+    """AdamW parameter groups of the trainable parameters: one at ``lr``, one per scaled name part.
+
+    Args:
+        model: the model, trainable parameters marked ``requires_grad``.
+        lr: the base learning rate.
+        scales: ``{part of a parameter name: multiplier}``; the first key the name contains wins.
+
+    Returns:
+        Non-empty groups only, the base group first (empty when nothing is trainable).
+    """
+    base: list[Any] = []
+    scaled: dict[str, list[Any]] = {key: [] for key in scales}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        key = next((x for x in scales if x in name), None)
+        (base if key is None else scaled[key]).append(param)
+    groups = [{"params": base, "lr": lr}] if base else []
+    groups += [{"params": ps, "lr": lr * scales[x]} for x, ps in scaled.items() if ps]
+    return groups
+
+
 class Recipe(abc.ABC):
     """``setup`` / ``train`` / ``cleanup`` around a model, an index-addressed dataset and a loss."""
 
@@ -245,6 +268,15 @@ class Recipe(abc.ABC):
             The model and the number of training examples.
         """
 
+    def lr_scales(self, model: torch.nn.Module) -> dict[str, float]:
+        """Learning-rate multipliers by parameter-name part (default: none, one rate for all).
+
+        A trainable parameter whose name contains a returned key (``"vision_tower."``) is optimised at
+        ``optim.lr`` times that scale (its own AdamW group, same schedule and weight decay).
+        """
+        del model
+        return {}
+
     @abc.abstractmethod
     def loss(self, model: torch.nn.Module, indices: list[int]) -> torch.Tensor:
         """Scalar loss of the examples at ``indices`` (``model`` may be DDP/FSDP-wrapped)."""
@@ -259,6 +291,13 @@ class Recipe(abc.ABC):
         if self._accelerator is None:
             raise RuntimeError("call setup() first")
         return self._accelerator
+
+    @property
+    def learning_rates(self) -> list[float]:
+        """The current learning rate of each optimizer group (after ``setup``)."""
+        if self._optimizer is None:
+            raise RuntimeError("call setup() first")
+        return [float(g["lr"]) for g in self._optimizer.param_groups]
 
     @property
     def model(self) -> torch.nn.Module:
@@ -280,11 +319,11 @@ class Recipe(abc.ABC):
         )
         seed_everything(self.cfg.seed)
         model, n = self.build()
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError(f"{type(self).__name__}: no trainable parameters")
         optim = self.cfg.optim
-        optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+        groups = param_groups(model, optim.lr, self.lr_scales(model))
+        if not groups:
+            raise ValueError(f"{type(self).__name__}: no trainable parameters")
+        optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
         self._scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda s: lr_lambda(

@@ -61,6 +61,23 @@ def test_stage2_train_vision_changes_the_exported_vision_tower(
     assert changed  # the ViT itself was trained and exported
 
 
+def test_stage2_vision_lr_scale_sets_the_vision_group_rate(
+    tmp_path: Path, tiny_data: Path, tiny_lm: Path, stage1_ckpt: Path
+) -> None:
+    values = _stage2_values(
+        tmp_path / "v", tiny_data, tiny_lm, stage1_ckpt, 1, train_vision=True, vision_lr_scale=0.1
+    )
+    recipe = InstructLoraRecipe(build(InstructLoraConfig, values))
+    recipe.setup()
+    base, vision = recipe.learning_rates
+    assert base > 0 and vision == pytest.approx(base * 0.1)
+    assert all(
+        "vision_tower" in n for n in recipe.trainable_names() if "lora_" not in n and "projector" not in n
+    )
+    with pytest.raises(ValueError, match="vision_lr_scale"):
+        build(InstructLoraConfig, {**values, "vision_lr_scale": 0})
+
+
 def _stage2_values(
     out: Path, data: Path, lm: Path, init: Path, steps: int, **extra: object
 ) -> dict[str, object]:

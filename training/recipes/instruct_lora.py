@@ -58,11 +58,20 @@ class InstructLoraConfig(LlavaRunConfig):
         train_vision: also train the vision tower (end to end with the adapter), so its patch
             features can change to make what the language model must read (which finding is on
             which side, in which zone) easier to tell apart; the exported parts then carry it.
+        vision_lr_scale: the vision tower's learning rate as a multiple of ``optim.lr`` (with
+            ``train_vision``): at the adapter's rate the small ViT's features moved so fast that the
+            loss jumped fourfold in 20 steps and side and zone answers got worse (docs/RESULTS.md).
     """
 
     lora: LoraArgs = field(default_factory=LoraArgs)
     train_projector: bool = True
     train_vision: bool = False
+    vision_lr_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.vision_lr_scale <= 0:
+            raise ValueError("vision_lr_scale must be > 0")
 
 
 class InstructLoraRecipe(LlavaRecipe):
@@ -93,6 +102,11 @@ class InstructLoraRecipe(LlavaRecipe):
                 p.requires_grad_(True)
         self.examples = self.load_examples()
         return model, self.units()
+
+    def lr_scales(self, model: torch.nn.Module) -> dict[str, float]:
+        """The vision tower at ``vision_lr_scale`` times the adapter's rate, when it trains."""
+        del model
+        return {"vision_tower.": self.cfg.vision_lr_scale} if self.cfg.train_vision else {}
 
     def export(self, model: torch.nn.Module, folder: Path) -> None:
         """Write ``adapter/`` (peft) and ``parts.safetensors`` + ``parts.json``."""
