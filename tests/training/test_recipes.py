@@ -78,6 +78,18 @@ def test_stage2_vision_lr_scale_sets_the_vision_group_rate(
         build(InstructLoraConfig, {**values, "vision_lr_scale": 0})
 
 
+def test_stage2_projector_lr_scale_gives_the_projector_its_own_rate(
+    tmp_path: Path, tiny_data: Path, tiny_lm: Path, stage1_ckpt: Path
+) -> None:
+    values = _stage2_values(tmp_path / "p", tiny_data, tiny_lm, stage1_ckpt, 1, projector_lr_scale=5.0)
+    recipe = InstructLoraRecipe(build(InstructLoraConfig, values))
+    recipe.setup()
+    base, projector = recipe.learning_rates
+    assert base > 0 and projector == pytest.approx(base * 5.0)
+    with pytest.raises(ValueError, match="projector_lr_scale"):
+        build(InstructLoraConfig, {**values, "projector_lr_scale": -1})
+
+
 def _stage2_values(
     out: Path, data: Path, lm: Path, init: Path, steps: int, **extra: object
 ) -> dict[str, object]:

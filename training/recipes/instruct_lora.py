@@ -61,17 +61,20 @@ class InstructLoraConfig(LlavaRunConfig):
         vision_lr_scale: the vision tower's learning rate as a multiple of ``optim.lr`` (with
             ``train_vision``): at the adapter's rate the small ViT's features moved so fast that the
             loss jumped fourfold in 20 steps and side and zone answers got worse (docs/RESULTS.md).
+        projector_lr_scale: the projector's learning rate as a multiple of ``optim.lr`` (with
+            ``train_projector``).
     """
 
     lora: LoraArgs = field(default_factory=LoraArgs)
     train_projector: bool = True
     train_vision: bool = False
     vision_lr_scale: float = 1.0
+    projector_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.vision_lr_scale <= 0:
-            raise ValueError("vision_lr_scale must be > 0")
+        if self.vision_lr_scale <= 0 or self.projector_lr_scale <= 0:
+            raise ValueError("vision_lr_scale and projector_lr_scale must be > 0")
 
 
 class InstructLoraRecipe(LlavaRecipe):
@@ -104,9 +107,14 @@ class InstructLoraRecipe(LlavaRecipe):
         return model, self.units()
 
     def lr_scales(self, model: torch.nn.Module) -> dict[str, float]:
-        """The vision tower at ``vision_lr_scale`` times the adapter's rate, when it trains."""
+        """The vision tower and the projector at their scales of the adapter's rate, when they train."""
         del model
-        return {"vision_tower.": self.cfg.vision_lr_scale} if self.cfg.train_vision else {}
+        scales: dict[str, float] = {}
+        if self.cfg.train_vision and self.cfg.vision_lr_scale != 1.0:
+            scales["vision_tower."] = self.cfg.vision_lr_scale
+        if self.cfg.train_projector and self.cfg.projector_lr_scale != 1.0:
+            scales["multi_modal_projector."] = self.cfg.projector_lr_scale
+        return scales
 
     def export(self, model: torch.nn.Module, folder: Path) -> None:
         """Write ``adapter/`` (peft) and ``parts.safetensors`` + ``parts.json``."""
