@@ -60,7 +60,7 @@ class InstructLoraConfig(LlavaRunConfig):
             which side, in which zone) easier to tell apart; the exported parts then carry it.
         vision_lr_scale: the vision tower's learning rate as a multiple of ``optim.lr`` (with
             ``train_vision``): at the adapter's rate the small ViT's features moved so fast that the
-            loss jumped fourfold in 20 steps and side and zone answers got worse (docs/RESULTS.md).
+            loss jumped fourfold in 20 steps and stayed high (docs/RESULTS.md, candidate d1).
         projector_lr_scale: the projector's learning rate as a multiple of ``optim.lr`` (with
             ``train_projector``).
     """
