@@ -268,13 +268,12 @@ class Recipe(abc.ABC):
             The model and the number of training examples.
         """
 
-    def lr_scales(self, model: torch.nn.Module) -> dict[str, float]:
+    def lr_scales(self) -> dict[str, float]:
         """Learning-rate multipliers by parameter-name part (default: none, one rate for all).
 
         A trainable parameter whose name contains a returned key (``"vision_tower."``) is optimised at
         ``optim.lr`` times that scale (its own AdamW group, same schedule and weight decay).
         """
-        del model
         return {}
 
     @abc.abstractmethod
@@ -320,7 +319,7 @@ class Recipe(abc.ABC):
         seed_everything(self.cfg.seed)
         model, n = self.build()
         optim = self.cfg.optim
-        groups = param_groups(model, optim.lr, self.lr_scales(model))
+        groups = param_groups(model, optim.lr, self.lr_scales())
         if not groups:
             raise ValueError(f"{type(self).__name__}: no trainable parameters")
         optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)

@@ -106,9 +106,8 @@ class InstructLoraRecipe(LlavaRecipe):
         self.examples = self.load_examples()
         return model, self.units()
 
-    def lr_scales(self, model: torch.nn.Module) -> dict[str, float]:
+    def lr_scales(self) -> dict[str, float]:
         """The vision tower and the projector at their scales of the adapter's rate, when they train."""
-        del model
         scales: dict[str, float] = {}
         if self.cfg.train_vision and self.cfg.vision_lr_scale != 1.0:
             scales["vision_tower."] = self.cfg.vision_lr_scale
