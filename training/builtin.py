@@ -9,6 +9,7 @@ rebuild continues where it stopped. ``export_builtin`` writes the small committe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -63,6 +64,10 @@ class BuiltinPipelineConfig:
         out_dir: working folder (``data/``, ``stage0/``, ``stage1/``, ``stage2/``, ``weights/``).
         data_dir: an existing phantoms folder; None generates one into ``out_dir/data``.
         data: phantom generation parameters (used when ``data_dir`` is None).
+        stage0_data: when set, stage 0 trains on its own phantoms, generated with these parameters
+            into ``out_dir/stage0_data`` (a different seed gives different patients): the vision
+            tower learns from more images than the later stages need, while every later stage and
+            the evaluation keep ``data``. None: stage 0 trains on ``data``'s train split too.
         version: version written into ``parts.json``.
         stage0: overrides of :class:`VisionPretrainConfig` (``out_dir``/``data_dir`` are set here).
         stage1: overrides of :class:`ProjectorAlignConfig`.
@@ -85,6 +90,7 @@ class BuiltinPipelineConfig:
     out_dir: str
     data_dir: str | None = None
     data: PhantomArgs = field(default_factory=PhantomArgs)
+    stage0_data: PhantomArgs | None = None
     version: str = "0.1.0"
     stage0: dict[str, Any] = field(default_factory=dict)
     stage1: dict[str, Any] = field(default_factory=dict)
@@ -144,16 +150,20 @@ def curriculum_stage_name(index: int) -> str:
     return f"stage2{chr(ord('a') + index)}"
 
 
+def generate_phantoms(folder: Path, args: PhantomArgs) -> Path:
+    """``folder`` holding phantoms made with ``args``, generated once (kept when already there)."""
+    if not (folder / "manifest.json").is_file():
+        from data_prep.phantoms.generate import generate
+
+        generate(folder, n=args.n, seed=args.seed, size=args.size, dicom=False)
+    return folder
+
+
 def generate_data(cfg: BuiltinPipelineConfig) -> Path:
     """The phantoms folder to train on, generated once into ``out_dir/data`` when not given."""
     if cfg.data_dir:
         return Path(cfg.data_dir)
-    data = Path(cfg.out_dir) / "data"
-    if not (data / "manifest.json").is_file():
-        from data_prep.phantoms.generate import generate
-
-        generate(data, n=cfg.data.n, seed=cfg.data.seed, size=cfg.data.size, dicom=False)
-    return data
+    return generate_phantoms(Path(cfg.out_dir) / "data", cfg.data)
 
 
 def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
@@ -171,11 +181,12 @@ def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
     common = {"data_dir": data}
     first: list[Path]
     if cfg.start_from is None:
+        s0_data = str(generate_phantoms(out / "stage0_data", cfg.stage0_data)) if cfg.stage0_data else data
         s0 = _run_stage(
             "stage0",
             out / "stage0",
             lambda v: VisionPretrainRecipe(build(VisionPretrainConfig, v)),
-            {**cfg.stage0, **common, "out_dir": str(out / "stage0")},
+            {**cfg.stage0, "data_dir": s0_data, "out_dir": str(out / "stage0")},
         )
         s1 = _run_stage(
             "stage1",
@@ -224,6 +235,11 @@ def run_pipeline(cfg: BuiltinPipelineConfig) -> Path:
         stages.append(str(last))
     provenance = {
         "data": {"n": cfg.data.n, "seed": cfg.data.seed, "size": cfg.data.size} if not cfg.data_dir else data,
+        **(
+            {"stage0_data": dataclasses.asdict(cfg.stage0_data)}
+            if cfg.stage0_data and cfg.start_from is None
+            else {}
+        ),
         "stages": stages,
     }
     weights = export_builtin(last, out / "weights", version=cfg.version, provenance=provenance)
@@ -285,8 +301,6 @@ def export_builtin(checkpoint: Path, weights_dir: Path, *, version: str, provena
     Returns:
         ``weights_dir``.
     """
-    import dataclasses
-
     import torch
     from safetensors.torch import load_file, save_file
 

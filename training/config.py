@@ -118,8 +118,8 @@ def build(cls: type[T], values: Mapping[str, Any]) -> T:
     kwargs: dict[str, Any] = {}
     hints = _resolved_types(cls)
     for name, value in values.items():
-        sub = hints.get(name)
-        if isinstance(sub, type) and dataclasses.is_dataclass(sub) and isinstance(value, Mapping):
+        sub = _dataclass_of(hints.get(name))
+        if sub is not None and isinstance(value, Mapping):
             kwargs[name] = build(sub, value)
         else:
             kwargs[name] = tuple(value) if isinstance(value, list) else value
@@ -127,6 +127,20 @@ def build(cls: type[T], values: Mapping[str, Any]) -> T:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{cls.__name__}: {e}") from e
+
+
+def _dataclass_of(hint: Any) -> type | None:
+    """The dataclass a field holds: ``X`` for ``X`` and for ``X | None``; None otherwise."""
+    import types
+    import typing
+
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        classes = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(classes) == 1 and isinstance(classes[0], type) and dataclasses.is_dataclass(classes[0]):
+            return classes[0]
+    return None
 
 
 def _resolved_types(cls: type) -> dict[str, Any]:

@@ -28,6 +28,7 @@ def tiny_builtin(
         {
             "out_dir": str(out),
             "data_dir": str(tiny_data),
+            "stage0_data": {"n": 24, "seed": 4, "size": 32},
             "version": "9.9.9",
             "stage0": {**stage, "vision": TINY_VISION},
             "stage1": {**stage, "lm_dir": str(tiny_lm), "semantic_init": True},
@@ -62,6 +63,13 @@ def test_pipeline_exports_small_float16_parts(tiny_builtin: tuple[Path, Path]) -
     assert resolved["init_from"] == str(out / "stage2a" / "final")
     resolved = yaml.safe_load((out / "stage2" / "final" / "config.yaml").read_text())
     assert resolved["init_from"] == str(out / "stage2b" / "final")
+    # stage 0 trained on its own phantoms (stage0_data), every later stage on data_dir
+    resolved = yaml.safe_load((out / "stage0" / "final" / "config.yaml").read_text())
+    assert resolved["data_dir"] == str(out / "stage0_data")
+    assert json.loads((out / "stage0_data" / "manifest.json").read_text())
+    stage1 = yaml.safe_load((out / "stage1" / "final" / "config.yaml").read_text())
+    assert resolved["data_dir"] != stage1["data_dir"]
+    assert spec["extra"]["stage0_data"] == {"n": 24, "seed": 4, "size": 32}
 
 
 def test_pipeline_dpo_stage_learns_from_the_stage2_models_mistakes(tiny_builtin: tuple[Path, Path]) -> None:

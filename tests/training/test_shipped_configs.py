@@ -78,3 +78,13 @@ def test_single_recipe_config_resolves(filename: str) -> None:
     if cls is DPOConfig:
         values["preferences"] = "runs/x/preferences.jsonl"
     build(cls, values)
+
+
+def test_optional_nested_config_is_built_or_left_out() -> None:
+    from training.builtin import PhantomArgs
+
+    cfg = build(BuiltinPipelineConfig, {"out_dir": "runs/x", "stage0_data": {"n": 20, "seed": 2}})
+    assert cfg.stage0_data == PhantomArgs(n=20, seed=2)
+    assert build(BuiltinPipelineConfig, {"out_dir": "runs/x"}).stage0_data is None
+    with pytest.raises(ValueError, match="unknown keys"):
+        build(BuiltinPipelineConfig, {"out_dir": "runs/x", "stage0_data": {"n": 20, "sede": 2}})
