@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -131,9 +133,6 @@ def build(cls: type[T], values: Mapping[str, Any]) -> T:
 
 def _dataclass_of(hint: Any) -> type | None:
     """The dataclass a field holds: ``X`` for ``X`` and for ``X | None``; None otherwise."""
-    import types
-    import typing
-
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return hint
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -144,8 +143,6 @@ def _dataclass_of(hint: Any) -> type | None:
 
 
 def _resolved_types(cls: type) -> dict[str, Any]:
-    import typing
-
     try:
         return typing.get_type_hints(cls)
     except (NameError, TypeError):
