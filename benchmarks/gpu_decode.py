@@ -13,7 +13,7 @@ write) and, when the GPU is known, also compared with its datasheet figure.
     .venv/bin/python benchmarks/gpu_decode.py                # on a CUDA machine
     .venv/bin/python benchmarks/gpu_decode.py --tiny         # tiny shapes on CPU: checks it runs
 
-No figure from this script is claimed in docs/ until it has been run on a GPU.
+Measured once on one H200 (2026-11-27): docs/BENCHMARKS.md, "GPU".
 """
 
 from __future__ import annotations

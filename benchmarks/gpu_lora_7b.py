@@ -9,7 +9,7 @@ mean anything):
 Shape: CLIP ViT-L/14 at 336 px (576 image tokens) + a Llama-2-7B-shaped LM (hidden 4096, 32 layers,
 32 heads, MLP 11008, vocab 32064), LoRA r=16 on q/k/v/o of the LM, projector trainable, bf16 on GPU.
 Prints one JSON line: steps/s, samples/s, tokens/s, peak GPU memory (GiB), trainable parameters.
-No GPU figure has been measured by this project yet.
+Measured once on one H200 (2026-11-27): docs/BENCHMARKS.md, "GPU".
 """
 
 from __future__ import annotations

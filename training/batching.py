@@ -129,7 +129,8 @@ class LlavaBatcher:
         import torch
 
         width = max(len(ids) for ids, _ in encoded)
-        pad = self.processor.tokenizer.pad_token_id
+        tokenizer = self.processor.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
         labels = torch.full((len(encoded), width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -148,6 +149,12 @@ class LlavaBatcher:
             "labels": labels,
             "pixel_values": self.pixels.get(images),
         }
+
+
+def on_device_of(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+    """``batch`` with its tensors moved to the device of ``model``'s parameters (the GPU, when there)."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
 
 def answer_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -85,3 +85,20 @@ def stage2_ckpt(
         out, tiny_data, init_from=str(stage1_ckpt), lm_dir=str(tiny_lm), lora={"r": 2, "alpha": 4}
     )
     return InstructLoraRecipe(build(InstructLoraConfig, values)).run().checkpoint
+
+
+@pytest.fixture(scope="module")
+def batcher(
+    tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_lm: Path, stage0_ckpt: Path
+) -> Any:
+    """The ``LlavaBatcher`` of a tiny stage-1 recipe (the tiny LM's tokenizer, the tiny ViT's images)."""
+    from training.config import build
+    from training.recipes.projector_align import ProjectorAlignConfig, ProjectorAlignRecipe
+
+    values = common(
+        tmp_path_factory.mktemp("conv"), tiny_data, init_from=str(stage0_ckpt), lm_dir=str(tiny_lm)
+    )
+    recipe = ProjectorAlignRecipe(build(ProjectorAlignConfig, values))
+    recipe.build_base()
+    assert recipe.batcher is not None
+    return recipe.batcher

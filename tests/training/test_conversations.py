@@ -4,28 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.training.conftest import common
 from training.batching import IGNORE_INDEX, LlavaBatcher
 from training.config import build
 from training.data import QAExample
 from training.recipes.instruct_lora import InstructLoraConfig, InstructLoraRecipe
 from training.recipes.llava_common import group_by_image
-from training.recipes.projector_align import ProjectorAlignConfig, ProjectorAlignRecipe
-
-
-@pytest.fixture(scope="module")
-def batcher(
-    tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_lm: Path, stage0_ckpt: Path
-) -> LlavaBatcher:
-    values = common(
-        tmp_path_factory.mktemp("conv"), tiny_data, init_from=str(stage0_ckpt), lm_dir=str(tiny_lm)
-    )
-    recipe = ProjectorAlignRecipe(build(ProjectorAlignConfig, values))
-    recipe.build_base()
-    assert recipe.batcher is not None
-    return recipe.batcher
 
 
 def test_conversation_matches_the_chat_template_and_labels_only_answers(batcher: LlavaBatcher) -> None:

@@ -6,6 +6,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -45,7 +46,12 @@ def _worker(rank: int, world: int, port: int, out: str, data: str) -> None:
     recipe.cleanup()
 
 
-def test_two_gloo_processes_end_identical(tmp_path: Path, tiny_data: Path) -> None:
+def test_two_gloo_processes_end_identical(
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CPU and gloo on a GPU machine too (the spawned ranks inherit this): two ranks cannot share one
+    # GPU under NCCL, which is what accelerate picks when a GPU is visible
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), str(tiny_data)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)

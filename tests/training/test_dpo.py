@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training.conftest import common
-from training.batching import answer_logprobs
+from training.batching import answer_logprobs, on_device_of
 from training.config import build
 from training.data import QAExample, load_qa
 from training.losses import dpo_loss
@@ -50,9 +50,10 @@ def test_dpo_reference_is_the_frozen_starting_policy(
     recipe.setup()
     assert recipe.batcher is not None
     pair = recipe.pairs[0]
-    batch = recipe.batcher([QAExample(pair.image, pair.question, pair.chosen)])
-    labels = batch.pop("labels")
     peft_model = recipe.model
+    # on the model's device: a GPU when one is there (the recipes move their batches the same way)
+    batch = on_device_of(peft_model, recipe.batcher([QAExample(pair.image, pair.question, pair.chosen)]))
+    labels = batch.pop("labels")
 
     def logps(reference: bool) -> torch.Tensor:
         with torch.no_grad():
@@ -65,7 +66,8 @@ def test_dpo_reference_is_the_frozen_starting_policy(
     assert torch.allclose(start_policy, start_ref, atol=1e-6)  # same model at step 0: DPO loss is log 2
     assert abs(float(dpo_loss(start_policy, start_policy, start_ref, start_ref).loss) - 0.6931) < 1e-3
     with torch.no_grad():
-        base = answer_logprobs(recipe.build_base()(**batch).logits, labels)
+        base_model = recipe.build_base().to(labels.device)
+        base = answer_logprobs(base_model(**batch).logits, labels)
     assert not torch.allclose(start_ref, base)  # the reference keeps the stage-2 adapter
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     assert trainable and not any(".reference." in n for n in trainable)

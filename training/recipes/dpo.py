@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.batching import answer_logprobs
+from training.batching import answer_logprobs, on_device_of
 from training.data import PreferencePair, QAExample, load_preferences
 from training.losses import dpo_loss
 from training.recipes.instruct_lora import ADAPTER_DIR
@@ -101,7 +101,7 @@ class DPORecipe(LlavaRecipe):
         pairs = [self.pairs[i] for i in indices]
         examples = [QAExample(p.image, p.question, p.chosen) for p in pairs] * 2
         answers = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-        batch = self.batcher(examples, answers)
+        batch = on_device_of(model, self.batcher(examples, answers))
         labels = batch.pop("labels")
         logps = answer_logprobs(model(**batch).logits, labels)
         peft_model: Any = self.model

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from medvlm.builtin import IMAGE_TOKEN, PartsSpec, build_llava, build_processor, extract_parts, load_parts
-from training.batching import LlavaBatcher
+from training.batching import LlavaBatcher, on_device_of
 from training.data import (
     PixelCache,
     QAExample,
@@ -233,6 +233,7 @@ class LlavaRecipe(Recipe):
             batch = self.batcher.conversations([self.conversations[i] for i in indices])
         else:
             batch = self.batcher([self.examples[i] for i in indices])
+        batch = on_device_of(model, batch)
         if self.cfg.loss_per == "token":
             loss: torch.Tensor = model(**batch).loss
             return loss

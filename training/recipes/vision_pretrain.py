@@ -143,10 +143,11 @@ class VisionPretrainRecipe(Recipe):
         import torch
 
         assert self._pixels is not None
-        pixels = self._pixels.get([self.items[i].image for i in indices])
+        device = next(model.parameters()).device
+        pixels = self._pixels.get([self.items[i].image for i in indices]).to(device)
         logits = model(pixels)
         loss: torch.Tensor = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, self._targets[indices]
+            logits, self._targets[indices].to(device)
         )
         return loss
 
