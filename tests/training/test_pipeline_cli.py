@@ -153,6 +153,10 @@ def test_eval_probe_and_vqa_json(
     assert set(probe["blind_per_category"]) == set(probe["per_category"]) == set(probe["n_per_category"])
     weighted = sum(probe["blind_per_category"][c] * k for c, k in probe["n_per_category"].items()) / 3
     assert weighted == pytest.approx(probe["blind_paired_accuracy"])
+    # the question-only prior of the folder's train split, per category like the others
+    assert set(probe["prior_per_category"]) == set(probe["per_category"])
+    prior = sum(probe["prior_per_category"][c] * k for c, k in probe["n_per_category"].items()) / 3
+    assert prior == pytest.approx(probe["prior_paired_accuracy"]) and 0.0 <= prior <= 1.0
     assert main(["eval", "vqa", *args, "--limit", "6"]) == 0
     vqa = json.loads(capsys.readouterr().out)
     assert vqa["n"] == 6 and "closed_accuracy" in vqa and "open_recall" in vqa

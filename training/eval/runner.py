@@ -27,6 +27,7 @@ from training.eval.metrics import (
     reportcheck_metrics,
     vqa_metrics,
 )
+from training.eval.prior import QuestionPrior
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,9 @@ def evaluate_probe(
     Returns:
         ``paired_accuracy``, ``blind_paired_accuracy``, ``n`` (pairs), ``question_accuracy``,
         per-category paired accuracy with and without the image (``per_category``,
-        ``blind_per_category``) and pairs per category (``n_per_category``).
+        ``blind_per_category``) and pairs per category (``n_per_category``). For a phantoms folder
+        also the question-only prior fitted on its train split (:mod:`training.eval.prior`):
+        ``prior_paired_accuracy`` and ``prior_per_category``, what the wording alone answers.
     """
     probes = load_probes(data, split)
     if limit:
@@ -217,17 +220,10 @@ def evaluate_probe(
     ok_blind = [closed_correct(p, e.answer) for p, e in zip(blind, examples, strict=True)]
     paired, n = paired_accuracy((pid, o) for (pid, _, _), o in zip(probes, ok, strict=True))
     blind_paired, _ = paired_accuracy((pid, o) for (pid, _, _), o in zip(probes, ok_blind, strict=True))
-    per_category: dict[str, float] = {}
-    blind_per_category: dict[str, float] = {}
-    n_per_category: dict[str, int] = {}
-    for category in sorted({e.template for e in examples}):
-        rows = [(pid, o) for (pid, _, e), o in zip(probes, ok, strict=True) if e.template == category]
-        per_category[category], n_per_category[category] = paired_accuracy(rows)
-        blind_rows = [
-            (pid, o) for (pid, _, e), o in zip(probes, ok_blind, strict=True) if e.template == category
-        ]
-        blind_per_category[category] = paired_accuracy(blind_rows)[0]
-    return {
+    categories = sorted({e.template for e in examples})
+    per_category, n_per_category = _paired_by_category(probes, ok, categories)
+    blind_per_category, _ = _paired_by_category(probes, ok_blind, categories)
+    metrics: dict[str, Any] = {
         "paired_accuracy": paired,
         "blind_paired_accuracy": blind_paired,
         "n": n,
@@ -236,8 +232,34 @@ def evaluate_probe(
         "per_category": per_category,
         "blind_per_category": blind_per_category,
         "n_per_category": n_per_category,
-        "seconds": round(time.perf_counter() - start, 1),
     }
+    prior = _train_prior(data)
+    if prior is not None:
+        ok_prior = [closed_correct(prior.answer(e.question), e.answer) for e in examples]
+        metrics["prior_paired_accuracy"] = paired_accuracy(
+            (pid, o) for (pid, _, _), o in zip(probes, ok_prior, strict=True)
+        )[0]
+        metrics["prior_per_category"] = _paired_by_category(probes, ok_prior, categories)[0]
+    return {**metrics, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _train_prior(data: Path) -> QuestionPrior | None:
+    """The question-only prior of a phantoms folder's train probes; None for a probes file."""
+    if not data.is_dir():
+        return None
+    records = read_jsonl(split_file(data, "train", "probes"))
+    return QuestionPrior.fit((str(r["question"]), str(r["answer"])) for r in records)
+
+
+def _paired_by_category(
+    probes: Sequence[tuple[str, str, QAExample]], ok: Sequence[bool], categories: Sequence[str]
+) -> tuple[dict[str, float], dict[str, int]]:
+    accuracy: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for category in categories:
+        rows = [(pid, o) for (pid, _, e), o in zip(probes, ok, strict=True) if e.template == category]
+        accuracy[category], count[category] = paired_accuracy(rows)
+    return accuracy, count
 
 
 def evaluate_reportcheck(
