@@ -174,6 +174,22 @@ def tiny_home(tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch) ->
     return tmp_path / "home"
 
 
+def test_eval_probe_without_a_train_split_reports_no_prior(
+    tiny_builtin: tuple[Path, Path], tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder holding only the evaluated split is still evaluated; the prior needs the train split."""
+    import shutil
+
+    held_out = tmp_path / "held-out"
+    shutil.copytree(tiny_data / "test", held_out / "test")
+    shutil.copytree(tiny_data / "images", held_out / "images")
+    weights, model_dir = tiny_builtin
+    args = ["--model", str(model_dir), "--adapter", str(weights / "adapter"), "--data", str(held_out)]
+    assert main(["eval", "probe", *args, "--limit", "2", "--json"]) == 0
+    probe = json.loads(capsys.readouterr().out)
+    assert probe["n"] == 2 and "prior_paired_accuracy" not in probe and "prior_per_category" not in probe
+
+
 def test_eval_on_the_val_split_for_choosing_candidates(
     tiny_builtin: tuple[Path, Path],
     tiny_data: Path,

@@ -244,8 +244,9 @@ def evaluate_probe(
 
 
 def _train_prior(data: Path) -> QuestionPrior | None:
-    """The question-only prior of a phantoms folder's train probes; None for a probes file."""
-    if not data.is_dir():
+    """The question-only prior of a phantoms folder's train probes; None for a probes file or a folder
+    without a train split (the evaluation itself needs only the evaluated split)."""
+    if not (data / "train" / "probes.jsonl").is_file():
         return None
     records = read_jsonl(split_file(data, "train", "probes"))
     return QuestionPrior.fit((str(r["question"]), str(r["answer"])) for r in records)
