@@ -188,6 +188,10 @@ def test_eval_probe_without_a_train_split_reports_no_prior(
     assert main(["eval", "probe", *args, "--limit", "2", "--json"]) == 0
     probe = json.loads(capsys.readouterr().out)
     assert probe["n"] == 2 and "prior_paired_accuracy" not in probe and "prior_per_category" not in probe
+    (held_out / "train").mkdir()
+    (held_out / "train" / "probes.jsonl").write_text('{"answer": "yes"}\n')
+    assert main(["eval", "probe", *args, "--limit", "2", "--json"]) == 1  # malformed: a clear error
+    assert "a record lacks 'question'" in capsys.readouterr().err
 
 
 def test_eval_on_the_val_split_for_choosing_candidates(

@@ -213,6 +213,7 @@ def evaluate_probe(
         keep = list(dict.fromkeys(pid for pid, _, _ in probes))[:limit]
         probes = [p for p in probes if p[0] in set(keep)]
     examples = [e for _, _, e in probes]
+    prior = _train_prior(data)  # before the model runs: a malformed train file fails fast
     start = time.perf_counter()
     seeing = answerer.answer(examples)
     blind = answerer.answer(examples, blank=True)
@@ -233,7 +234,6 @@ def evaluate_probe(
         "blind_per_category": blind_per_category,
         "n_per_category": n_per_category,
     }
-    prior = _train_prior(data)
     if prior is not None:
         ok_prior = [closed_correct(prior.answer(e.question), e.answer) for e in examples]
         metrics["prior_paired_accuracy"] = paired_accuracy(
@@ -249,7 +249,11 @@ def _train_prior(data: Path) -> QuestionPrior | None:
     if not (data / "train" / "probes.jsonl").is_file():
         return None
     records = read_jsonl(split_file(data, "train", "probes"))
-    return QuestionPrior.fit((str(r["question"]), str(r["answer"])) for r in records)
+    try:
+        examples = [(str(r["question"]), str(r["answer"])) for r in records]
+    except KeyError as e:
+        raise DataError(f"train/probes.jsonl in {data}: a record lacks {e}") from e
+    return QuestionPrior.fit(examples) if examples else None
 
 
 def _paired_by_category(
