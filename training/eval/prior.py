@@ -1,13 +1,14 @@
 """The question-only prior: what the wording alone answers, learned from the training split.
 
 The blind baseline (the model with the image blanked) shows what *this model* gets without the image.
-This prior shows what *any* text-only guesser could get: for every question text seen in training it
-answers the answer given most often to that text there (ties, and questions never seen, get the answer
-given most often overall). It answers the same question the same way every time, so on a ProbMed
-pair ("Is the effusion on the left?" / "... on the right?") it gets the pair right whenever the true
-value is the one more common in training: about half the pairs of a balanced attribute, not the
-quarter that two independent coin flips get. A blind baseline well below this prior means the model
-does not answer from the wording; near it, the wording (the training distribution) answers.
+This prior shows what the simplest text-only rule gets, with no model: for every question text seen
+in training it answers the answer given most often to that text there (ties, and questions never
+seen, get the answer given most often overall). It answers the same question the same way every
+time, so on a ProbMed pair ("Is the effusion on the left?" / "... on the right?") it gets the pair
+right whenever the true value is the one more common in training: about half the pairs of a balanced
+attribute, not the quarter that two independent coin flips get. It is a reference, not a bound: the
+per-question majority maximises each question's accuracy, not that of both questions of a pair, so
+another text-only rule (or a model shown a grey image) can score above it.
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def evaluate_probe(
         per-category paired accuracy with and without the image (``per_category``,
         ``blind_per_category``) and pairs per category (``n_per_category``). For a phantoms folder
         also the question-only prior fitted on its train split (:mod:`training.eval.prior`):
-        ``prior_paired_accuracy`` and ``prior_per_category``, what the wording alone answers.
+        ``prior_paired_accuracy`` and ``prior_per_category``, what the simplest text-only rule answers.
     """
     probes = load_probes(data, split)
     if limit:
@@ -246,9 +246,10 @@ def evaluate_probe(
 def _train_prior(data: Path) -> QuestionPrior | None:
     """The question-only prior of a phantoms folder's train probes; None for a probes file or a folder
     without a train split (the evaluation itself needs only the evaluated split)."""
-    if not (data / "train" / "probes.jsonl").is_file():
+    path = data / "train" / "probes.jsonl"
+    if not path.is_file():
         return None
-    records = read_jsonl(split_file(data, "train", "probes"))
+    records = read_jsonl(path)
     try:
         examples = [(str(r["question"]), str(r["answer"])) for r in records]
     except KeyError as e:
